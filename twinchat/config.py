@@ -1,0 +1,70 @@
+"""Settings: one class, read from the environment (prefix ``TWINCHAT_``), built once and passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Everything twinchat can be configured with.
+
+    >>> Settings(home="/tmp/tc", llm="openai:gpt-4o-mini").store_spec
+    'chroma:/tmp/tc/chroma'
+    """
+
+    model_config = SettingsConfigDict(env_prefix="TWINCHAT_", extra="ignore", populate_by_name=True)
+
+    env: Literal["development", "production"] = "development"
+    home: Path = Field(default=Path(".twinchat"), description="Folder for all data twinchat stores.")
+
+    # Backends, each chosen by one string (see twinchat.factory).
+    llm: str = Field(default="local:smollm2", description="local:smollm2, local:/path.gguf or openai:<model>")
+    embedder: str = Field(default="sentence-transformers:all-MiniLM-L6-v2")
+    store: str = Field(default="", description="chroma:<path> or chroma+http://host:port; default under home")
+    database: str = Field(default="", description="SQLAlchemy URL for metadata; default SQLite under home")
+
+    # The OpenAI-compatible endpoint; the SDK's own variable names are honoured too.
+    openai_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("TWINCHAT_OPENAI_BASE_URL", "OPENAI_BASE_URL")
+    )
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("TWINCHAT_OPENAI_API_KEY", "OPENAI_API_KEY")
+    )
+
+    # Answering.
+    context_tokens: int = Field(default=2048, ge=512, description="The LLM's context window.")
+    max_answer_tokens: int = Field(default=160, ge=16)
+    top_k: int = Field(default=6, ge=1, le=50)
+    min_relevance: float = Field(
+        default=0.25, ge=-1.0, le=1.0, description="Cosine similarity below which evidence is not used."
+    )
+    temperature: float = Field(default=0.2, ge=0.0, le=2.0)
+    seed: int = 0
+
+    # Ingestion.
+    batch_size: int = Field(default=256, ge=1)
+
+    # Where the shared public data sets live (never copied into the project).
+    data_dir: Path = Field(default=PROJECT_ROOT.parent / "shared" / "data")
+    prompts_dir: Path = Field(default=PROJECT_ROOT / "prompts")
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Settings:
+        if self.env == "production" and self.llm.startswith("openai:") and not self.openai_base_url:
+            # In production an unset base URL silently means api.openai.com: make that a conscious choice.
+            raise ValueError("TWINCHAT_ENV=production with an openai: LLM needs OPENAI_BASE_URL set explicitly")
+        return self
+
+    @property
+    def store_spec(self) -> str:
+        return self.store or f"chroma:{self.home / 'chroma'}"
+
+    @property
+    def database_url(self) -> str:
+        return self.database or f"sqlite:///{self.home / 'twinchat.db'}"

@@ -1,0 +1,49 @@
+"""Build backends from the one-string specs in Settings; everything heavy is created on first use."""
+
+from __future__ import annotations
+
+from twinchat.config import Settings
+from twinchat.ports import ChatModel, Embedder, MemoryStore, TokenCounter, TwinRegistry
+
+
+def make_embedder(settings: Settings) -> Embedder:
+    kind, _, target = settings.embedder.partition(":")
+    if kind == "sentence-transformers":
+        from twinchat.adapters.embedders import SentenceTransformerEmbedder
+
+        return SentenceTransformerEmbedder(target or "all-MiniLM-L6-v2")
+    if kind == "hash":  # for tests and smoke runs: no model, no meaning
+        from twinchat.testing import HashEmbedder
+
+        return HashEmbedder(int(target) if target else 256)
+    raise ValueError(f"unknown TWINCHAT_EMBEDDER {settings.embedder!r}: use sentence-transformers:<model> or hash")
+
+
+def make_store(settings: Settings, embedder: Embedder) -> MemoryStore:
+    from twinchat.adapters.chroma_store import ChromaMemoryStore, make_client
+    from twinchat.adapters.embedders import CachedEmbeddings
+
+    spec = settings.store_spec
+    if spec.startswith("chroma:"):
+        settings.home.mkdir(parents=True, exist_ok=True)
+    return ChromaMemoryStore(make_client(spec), CachedEmbeddings(embedder, cache_size=4 * settings.batch_size))
+
+
+def make_registry(settings: Settings) -> TwinRegistry:
+    from twinchat.adapters.sql_registry import SqlTwinRegistry
+
+    if settings.database_url.startswith("sqlite:///"):
+        settings.home.mkdir(parents=True, exist_ok=True)
+    return SqlTwinRegistry(settings.database_url)
+
+
+def make_token_counter() -> TokenCounter:
+    from twinchat.adapters.tokens import TiktokenCounter
+
+    return TiktokenCounter()
+
+
+def make_chat_model(settings: Settings) -> ChatModel:
+    from twinchat.adapters.llm import make_chat_model as build
+
+    return build(settings)

@@ -1,0 +1,102 @@
+"""The small interfaces the domain needs. Adapters implement them; fakes in twinchat.testing do too.
+
+Each port has one or few abstract methods; conveniences are built on them here, once.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+
+from twinchat.domain.events import Event
+from twinchat.domain.models import Memory, Message, Twin
+
+
+class Embedder(ABC):
+    """Turns texts into vectors of a fixed dimension."""
+
+    name: str = "embedder"
+
+    @abstractmethod
+    def embed_batch(self, texts: Sequence[str]) -> list[list[float]]: ...
+
+    def embed(self, text: str) -> list[float]:
+        return self.embed_batch([text])[0]
+
+
+class ChatModel(ABC):
+    """A chat LLM. Implement ``stream``; ``complete`` is derived from it."""
+
+    name: str = "chat-model"
+
+    @abstractmethod
+    def stream(
+        self, messages: Sequence[Message], *, max_tokens: int, temperature: float = 0.0
+    ) -> Iterator[str]: ...
+
+    def complete(self, messages: Sequence[Message], *, max_tokens: int, temperature: float = 0.0) -> str:
+        return "".join(self.stream(messages, max_tokens=max_tokens, temperature=temperature))
+
+
+class TokenCounter(ABC):
+    @abstractmethod
+    def count(self, text: str) -> int: ...
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        """Cut text to at most max_tokens (by characters, refined until it fits)."""
+        if self.count(text) <= max_tokens:
+            return text
+        lo, hi = 0, len(text)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self.count(text[:mid] + "…") <= max_tokens:
+                lo = mid
+            else:
+                hi = mid - 1
+        return text[:lo] + "…"
+
+
+class MemoryStore(ABC):
+    """Each twin's own vector collection of events."""
+
+    @abstractmethod
+    def add(self, twin_id: str, events: Sequence[Event]) -> None:
+        """Store events; an id already present is left as it is."""
+
+    def add_many(self, events_by_twin: dict[str, list[Event]]) -> None:
+        for twin_id, events in events_by_twin.items():
+            self.add(twin_id, events)
+
+    @abstractmethod
+    def stored_texts(self, twin_id: str, event_ids: Sequence[str]) -> dict[str, str]:
+        """The text stored under each of these ids that exists in the twin's collection."""
+
+    @abstractmethod
+    def search(self, twin_id: str, query: str, *, k: int) -> list[Memory]:
+        """The k memories nearest the query, best first; only ever from this twin's collection."""
+
+    @abstractmethod
+    def events(self, twin_id: str) -> list[Event]: ...
+
+    @abstractmethod
+    def count(self, twin_id: str) -> int: ...
+
+    @abstractmethod
+    def delete_twin(self, twin_id: str) -> None: ...
+
+
+class TwinRegistry(ABC):
+    """Metadata about twins and panels (SQL by default)."""
+
+    @abstractmethod
+    def touch_twins(self, counts: dict[str, int], *, panel: str | None = None) -> None:
+        """Create twins not seen before, add counts of new events, and put them in a panel if given."""
+
+    @abstractmethod
+    def get(self, twin_id: str) -> Twin | None: ...
+
+    @abstractmethod
+    def list(self, *, panel: str | None = None) -> list[Twin]: ...
+
+    @abstractmethod
+    def panels(self) -> dict[str, int]: ...

@@ -1,0 +1,253 @@
+"""The services the CLI, the API and the UI share: ingest history, list twins, ask a twin.
+
+A TwinService holds ports, never SDKs; ``TwinService.from_settings`` wires the configured backends, each
+created on first use so that commands which do not need the LLM never load it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from twinchat.config import Settings
+from twinchat.domain.events import Event, EventError
+from twinchat.domain.models import Answer, Message, Twin
+from twinchat.domain.persona import PersonaPrompter
+from twinchat.domain.prompts import load_prompt
+from twinchat.domain.readers import RawRecord, RowProblem, UnreadableInput, count_rows, read_records
+from twinchat.ports import ChatModel, Embedder, MemoryStore, TokenCounter, TwinRegistry
+
+
+class TwinNotFound(LookupError):
+    def __init__(self, twin_id: str) -> None:
+        super().__init__(f"no twin {twin_id!r}; `twinchat twins` lists them")
+        self.twin_id = twin_id
+
+
+@dataclass
+class IngestReport:
+    """What an ingestion did: every row is stored, a duplicate, or rejected with its reason."""
+
+    rows_read: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    rejected: list[RowProblem] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+    twins_touched: set[str] = field(default_factory=set)
+    new_twins: set[str] = field(default_factory=set)
+
+    @property
+    def exit_code(self) -> int:
+        """0: every row stored (or already there); 1: some rows rejected; 2: some input unreadable."""
+        return 2 if self.unreadable else 1 if self.rejected else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rows_read": self.rows_read,
+            "stored": self.stored,
+            "duplicates": self.duplicates,
+            "rejected": [
+                {"file": p.file, "line": p.line, "item": p.item, "field": p.field, "reason": p.reason}
+                for p in self.rejected
+            ],
+            "unreadable": self.unreadable,
+            "twins_touched": len(self.twins_touched),
+            "new_twins": len(self.new_twins),
+            "exit_code": self.exit_code,
+        }
+
+
+Records = Iterable[RawRecord | RowProblem]
+
+
+class TwinService:
+    """Ingest, list and ask twins.
+
+    >>> from twinchat.testing import FakeChatModel, HashEmbedder, InMemoryStore, WordCounter
+    >>> ...  # see tests/unit/test_services.py for a complete, runnable setup
+    Ellipsis
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: MemoryStore,
+        registry: TwinRegistry,
+        counter: TokenCounter,
+        chat_model: ChatModel | Callable[[], ChatModel],
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.registry = registry
+        self.counter = counter
+        self._chat_model = chat_model
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, embedder: Embedder | None = None) -> TwinService:
+        from twinchat import factory
+
+        embedder = embedder or factory.make_embedder(settings)
+        return cls(
+            settings,
+            store=factory.make_store(settings, embedder),
+            registry=factory.make_registry(settings),
+            counter=factory.make_token_counter(),
+            chat_model=lambda: factory.make_chat_model(settings),
+        )
+
+    @cached_property
+    def chat_model(self) -> ChatModel:
+        return self._chat_model if isinstance(self._chat_model, ChatModel) else self._chat_model()
+
+    @cached_property
+    def prompter(self) -> PersonaPrompter:
+        template = load_prompt(self.settings.prompts_dir, "persona", required=("system", "user", "abstain"))
+        return PersonaPrompter(
+            template,
+            self.counter,
+            context_tokens=self.settings.context_tokens,
+            answer_tokens=self.settings.max_answer_tokens,
+        )
+
+    # --- ingestion -----------------------------------------------------------------------------------
+
+    def ingest_files(
+        self, paths: Sequence[Path], *, source: str | None = None, panel: str | None = None, progress: bool = True
+    ) -> IngestReport:
+        report = IngestReport()
+        for path in paths:
+            try:
+                total = count_rows(path) if path.is_file() else None
+                self.ingest_records(
+                    read_records(path), source=source, panel=panel, report=report, progress=progress, total=total,
+                    label=path.name,
+                )
+            except UnreadableInput as exc:
+                report.unreadable.append(str(exc))
+        return report
+
+    def ingest_records(
+        self,
+        records: Records,
+        *,
+        source: str | None = None,
+        panel: str | None = None,
+        report: IngestReport | None = None,
+        progress: bool = False,
+        total: int | None = None,
+        label: str = "events",
+    ) -> IngestReport:
+        """Validate and store records in batches; every valid record is stored even when others are bad."""
+        report = report or IngestReport()
+        batch: list[tuple[RawRecord, Event]] = []
+        for item in _progress(records, enabled=progress, total=total, label=label):
+            report.rows_read += 1
+            if isinstance(item, RowProblem):
+                report.rejected.append(item)
+                continue
+            try:
+                event = Event.from_record(item.record, default_source=source)
+            except EventError as exc:
+                report.rejected.append(RowProblem(item.file, item.line, exc.field, exc.reason, item.item))
+                continue
+            batch.append((item, event))
+            if len(batch) >= self.settings.batch_size:
+                self._store_batch(batch, panel, report)
+                batch = []
+        if batch:
+            self._store_batch(batch, panel, report)
+        return report
+
+    def _store_batch(self, batch: list[tuple[RawRecord, Event]], panel: str | None, report: IngestReport) -> None:
+        by_twin: dict[str, list[tuple[RawRecord, Event]]] = {}
+        for raw, event in batch:
+            by_twin.setdefault(event.customer_id, []).append((raw, event))
+        known = {t: self.registry.get(t) is not None for t in by_twin}
+        fresh: dict[str, list[Event]] = {}
+        for twin_id, items in by_twin.items():
+            stored = self.store.stored_texts(twin_id, [e.event_id for _, e in items])
+            for raw, event in items:
+                previous = stored.get(event.event_id)
+                if previous is None:
+                    fresh.setdefault(twin_id, []).append(event)
+                    stored[event.event_id] = event.text  # a repeat later in the same batch is a duplicate
+                elif previous == event.text:
+                    report.duplicates += 1
+                else:
+                    # Never overwrite what is stored: the record is refused, the stored event kept.
+                    report.rejected.append(
+                        RowProblem(
+                            raw.file, raw.line, "event_id",
+                            f"{event.event_id!r} is already stored with a different text; give this event its own id",
+                            raw.item,
+                        )
+                    )
+        self.store.add_many(fresh)
+        report.stored += sum(len(events) for events in fresh.values())
+        # Counts are read back from the store, so a run interrupted between the two writes heals on re-run.
+        self.registry.touch_twins({t: self.store.count(t) for t in by_twin}, panel=panel)
+        report.twins_touched.update(by_twin)
+        report.new_twins.update(t for t, was_known in known.items() if not was_known)
+
+    # --- twins ---------------------------------------------------------------------------------------
+
+    def twins(self, *, panel: str | None = None) -> list[Twin]:
+        return self.registry.list(panel=panel)
+
+    def twin(self, twin_id: str) -> Twin:
+        twin = self.registry.get(twin_id)
+        if twin is None:
+            raise TwinNotFound(twin_id)
+        return twin
+
+    # --- asking --------------------------------------------------------------------------------------
+
+    def ask(self, twin_id: str, question: str, *, conversation: Sequence[Message] = ()) -> Answer:
+        """The twin's answer to one question, grounded in its own history, or an honest abstention."""
+        answer: Answer | None = None
+        for part in self.ask_stream(twin_id, question, conversation=conversation):
+            if isinstance(part, Answer):
+                answer = part
+        assert answer is not None
+        return answer
+
+    def ask_stream(
+        self, twin_id: str, question: str, *, conversation: Sequence[Message] = ()
+    ) -> Iterator[str | Answer]:
+        """Yield the answer's text as it is generated, then the finished Answer with its citations."""
+        self.twin(twin_id)
+        if not question.strip():
+            raise ValueError("question: must not be empty")
+        memories = [
+            m
+            for m in self.store.search(twin_id, question, k=self.settings.top_k)
+            if m.score >= self.settings.min_relevance
+        ]
+        prompt = self.prompter.build(twin_id, question, memories, conversation=conversation)
+        if not prompt.evidence:
+            # No evidence, no generation: a small model asked anyway would invent an answer.
+            text = self.prompter.abstain_text
+            yield text
+            yield Answer(twin_id, text, [], abstained=True, model=self.settings.llm)
+            return
+        pieces: list[str] = []
+        for piece in self.chat_model.stream(
+            prompt.messages, max_tokens=self.settings.max_answer_tokens, temperature=self.settings.temperature
+        ):
+            pieces.append(piece)
+            yield piece
+        text, citations = self.prompter.citations("".join(pieces).strip(), prompt.evidence)
+        yield Answer(twin_id, text or self.prompter.abstain_text, citations, abstained=False, model=self.chat_model.name)
+
+
+def _progress(items: Records, *, enabled: bool, total: int | None, label: str) -> Records:
+    if not enabled:
+        return items
+    from tqdm import tqdm
+
+    # tqdm writes to stderr and disables itself when that is not a terminal (disable=None).
+    return tqdm(items, total=total, desc=f"ingest {label}", unit="row", disable=None, leave=False)
