@@ -1,0 +1,110 @@
+"""Real pieces: the bundled MiniLM embedder, Chroma on a temporary folder, SmolLM2 through llama.cpp."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from twinchat.adapters.embedders import SentenceTransformerEmbedder
+from twinchat.config import Settings
+from twinchat.services import TwinService
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# A small, realistic history: three customers with purchases, support, reviews and a survey answer.
+HISTORY = [
+    {"customer_id": "C-100", "text": "Bought a 3 tier regency cake stand and a set of cake tins", "source": "purchase",
+     "timestamp": "2011-03-02"},
+    {"customer_id": "C-100", "text": "Support ticket: the cake stand arrived with a chipped plate, asked for a refund",
+     "source": "support", "timestamp": "2011-03-09"},
+    {"customer_id": "C-100", "text": "Review of the cake stand: lovely design but fragile, 3 out of 5", "source": "review",
+     "timestamp": "2011-03-20"},
+    {"customer_id": "C-200", "text": "Bought twelve white hanging heart tealight holders", "source": "purchase",
+     "timestamp": "2011-01-12"},
+    {"customer_id": "C-200", "text": "Survey: prefers delivery on Saturdays and pays by card", "source": "survey",
+     "timestamp": "2011-02-01"},
+    {"customer_id": "C-300", "text": "Bought a child's garden rake and a watering can", "source": "purchase",
+     "timestamp": "2011-05-13"},
+    {"customer_id": "C-300", "text": "Posted on social media: love gardening with my kids every weekend",
+     "source": "social", "timestamp": "2011-05-20"},
+]
+
+
+@pytest.fixture(scope="session")
+def embedder() -> SentenceTransformerEmbedder:
+    return SentenceTransformerEmbedder()
+
+
+@pytest.fixture
+def history_file(tmp_path: Path) -> Path:
+    path = tmp_path / "history.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in HISTORY))
+    return path
+
+
+@pytest.fixture
+def real_service(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> TwinService:
+    return TwinService.from_settings(Settings(home=tmp_path / "home"), embedder=embedder)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, *, process: subprocess.Popen, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args} exited with {process.returncode} before serving {url}")
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+PYTHON = sys.executable
+
+
+def compose_command(service: str, *, port: int, path: Path | None = None) -> list[str]:
+    """A docker-compose.yml service's command, made to run here: loopback, a free port, a local folder."""
+    import yaml
+
+    spec = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"][service]
+    command = [str(part) for part in spec["command"]]
+    swapped = []
+    for part in command:
+        part = part.replace("0.0.0.0", "127.0.0.1")
+        part = part.replace("--port 8080", f"--port {port}").replace("--port 8000", f"--port {port}")
+        if path is not None:
+            part = part.replace("/chroma", str(path))
+        swapped.append(part)
+    for i, part in enumerate(swapped[:-1]):
+        if part == "--port":
+            swapped[i + 1] = str(port)
+    bin_dir = Path(PYTHON).parent
+    if swapped[0] in ("chroma", "twinchat") and (bin_dir / swapped[0]).exists():
+        swapped[0] = str(bin_dir / swapped[0])
+    env_path = f"{bin_dir}:{os.environ.get('PATH', '')}"
+    return ["env", f"PATH={env_path}", *swapped]

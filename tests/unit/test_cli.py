@@ -1,0 +1,33 @@
+"""CLI behaviour that needs no model: help, light imports, configuration errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from twinchat.cli import main
+
+HEAVY = ("torch", "chromadb", "sentence_transformers", "llama_cpp", "langchain_core", "fastapi", "openai")
+
+
+def test_help_lists_the_commands(capsys) -> None:
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    for command in ("ingest", "twins", "ask", "serve", "demo"):
+        assert command in out
+
+
+def test_importing_the_cli_loads_no_heavy_library() -> None:
+    code = "import sys, twinchat.cli, twinchat.config; print(','.join(m for m in %r if m in sys.modules))" % (HEAVY,)
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == ""
+
+
+def test_an_unknown_llm_spec_is_a_readable_error(monkeypatch, capsys, tmp_path) -> None:
+    monkeypatch.setenv("TWINCHAT_LLM", "magic:gpt")
+    events = tmp_path / "e.jsonl"
+    events.write_text('{"customer_id": "c1", "text": "Bought a teapot"}\n')
+    monkeypatch.setenv("TWINCHAT_EMBEDDER", "hash")
+    assert main(["ingest", str(events)]) == 0
+    assert main(["ask", "c1", "Did you buy a teapot?"]) == 1
+    assert "unknown TWINCHAT_LLM 'magic:gpt'" in capsys.readouterr().err
