@@ -1,4 +1,4 @@
-"""Readers: JSONL, CSV/TSV and JSON arrays as numbered raw records; broken rows as RowProblems, broken files raise."""
+"""Readers: JSONL, CSV/TSV and JSON arrays as numbered records; bad rows are RowProblems, bad files raise."""
 
 from __future__ import annotations
 
@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from twinchat.domain.events import Event
-from twinchat.domain.readers import RawRecord, RowProblem, UnreadableInput, count_rows, detect_format, read_records
+from twinchat.domain.readers import (
+    RawRecord,
+    RowProblem,
+    UnreadableInput,
+    count_rows,
+    detect_format,
+    read_records,
+)
 
 
 def write(path: Path, text: str, encoding: str = "utf-8") -> Path:
@@ -58,8 +65,9 @@ def test_jsonl_invalid_line_is_a_row_problem_and_the_good_lines_survive(tmp_path
     assert items[2].line == 4  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize(("value", "type_name"), [("[1, 2]", "list"), ('"text"', "str"), ("42", "int"),
-                                                  ("null", "NoneType")])
+@pytest.mark.parametrize(
+    ("value", "type_name"), [("[1, 2]", "list"), ('"text"', "str"), ("42", "int"), ("null", "NoneType")]
+)
 def test_jsonl_non_object_line_is_a_row_problem(tmp_path: Path, value: str, type_name: str) -> None:
     path = write(tmp_path / "h.ndjson", '{"customer_id": "c1", "text": "a"}\n' + value + "\n")
     items = list(read_records(path))
@@ -69,7 +77,10 @@ def test_jsonl_non_object_line_is_a_row_problem(tmp_path: Path, value: str, type
 
 
 def test_jsonl_windows_line_endings_and_bom(tmp_path: Path) -> None:
-    path = write(tmp_path / "h.jsonl", '\ufeff{"customer_id": "c1", "text": "a"}\r\n{"customer_id": "c2", "text": "b"}\r\n')
+    path = write(
+        tmp_path / "h.jsonl",
+        '\ufeff{"customer_id": "c1", "text": "a"}\r\n{"customer_id": "c2", "text": "b"}\r\n',
+    )
     out = records(path)
     assert [r.record["customer_id"] for r in out] == ["c1", "c2"]
     assert [r.line for r in out] == [1, 2]
@@ -79,7 +90,9 @@ def test_jsonl_windows_line_endings_and_bom(tmp_path: Path) -> None:
 
 
 def test_csv_rows_become_records_numbered_by_physical_line(tmp_path: Path) -> None:
-    path = write(tmp_path / "h.csv", "customer_id,text,source\nc1,Bought mugs,purchase\n\nc2,Called support,crm\n")
+    path = write(
+        tmp_path / "h.csv", "customer_id,text,source\nc1,Bought mugs,purchase\n\nc2,Called support,crm\n"
+    )
     out = records(path)
     assert [r.line for r in out] == [2, 4]
     assert out[0].record == {"customer_id": "c1", "text": "Bought mugs", "source": "purchase"}
@@ -174,7 +187,7 @@ def test_json_file_that_is_not_an_array_is_unreadable(tmp_path: Path, text: str,
         list(read_records(path))
 
 
-# --- whole-file problems -------------------------------------------------------------------------------------
+# --- whole-file problems ------------------------------------------------------------------------------------
 
 
 def test_missing_file_is_unreadable(tmp_path: Path) -> None:
@@ -218,7 +231,7 @@ def test_detect_format(name: str, fmt: str) -> None:
     assert detect_format(Path(name)) == fmt
 
 
-# --- count_rows --------------------------------------------------------------------------------------------------
+# --- count_rows ---------------------------------------------------------------------------------------------
 
 
 def test_count_rows(tmp_path: Path) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -105,9 +107,11 @@ def parse_timestamp(value: Any) -> datetime | None:
     elif isinstance(value, date):
         parsed = datetime(value.year, value.month, value.day)
     elif isinstance(value, int | float) and not isinstance(value, bool):
-        parsed = datetime.fromtimestamp(float(value), tz=UTC)
+        parsed = _from_epoch(float(value))
     elif isinstance(value, str):
         text = value.strip()
+        if _EPOCH.fullmatch(text):  # a Unix time read from a CSV arrives as text
+            return _from_epoch(float(text))
         try:
             parsed = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
         except ValueError:
@@ -117,6 +121,17 @@ def parse_timestamp(value: Any) -> datetime | None:
     else:
         raise EventError("timestamp", f"expected an ISO 8601 string, got {type(value).__name__}")
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+_EPOCH = re.compile(r"-?\d{9,11}(\.\d+)?")
+_MAX_EPOCH = 253402300799.0  # 9999-12-31T23:59:59Z
+
+
+def _from_epoch(seconds: float) -> datetime:
+    if not math.isfinite(seconds) or not -_MAX_EPOCH <= seconds <= _MAX_EPOCH:
+        hint = " (milliseconds? divide by 1000)" if math.isfinite(seconds) and abs(seconds) < 1000 * _MAX_EPOCH else ""
+        raise EventError("timestamp", f"{seconds!r} is not a Unix time in seconds{hint}")
+    return datetime.fromtimestamp(seconds, tz=UTC)
 
 
 def _blank(value: Any) -> bool:

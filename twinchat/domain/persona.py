@@ -21,7 +21,8 @@ _CONTROL = re.compile(
     r"<\|[^|>]{0,40}\|>|</?s>|\[/?INST\]|<<\/?SYS>>|<start_of_turn>|<end_of_turn>|<\|?endoftext\|?>", re.IGNORECASE
 )
 # Things that would let a history item impersonate the prompt's own structure.
-_STRUCTURE = re.compile(r"\[E\d+\]|\bQUESTION\s*:|\bMY HISTORY\b", re.IGNORECASE)
+_MARKER = re.compile(r"\[(\s*E\d+(?:\s*,\s*E\d+)*\s*)\]", re.IGNORECASE)
+_STRUCTURE = re.compile(r"\bQUESTION\s*:|\bMY\s+HISTORY\b", re.IGNORECASE)
 _CITATION = re.compile(r"\[\s*(E\d+(?:\s*,\s*E\d+)*)\s*\]")
 MAX_ITEM_TOKENS = 120
 
@@ -29,7 +30,8 @@ MAX_ITEM_TOKENS = 120
 def sanitize(text: str) -> str:
     """Make a piece of history safe to quote inside the prompt: one line, no control or structure tokens."""
     text = _CONTROL.sub(" ", text)
-    text = _STRUCTURE.sub(lambda m: m.group(0).replace("[", "(").replace("]", ")").replace(":", " -"), text)
+    text = _MARKER.sub(lambda m: f"({m.group(1).strip()})", text)
+    text = _STRUCTURE.sub(lambda m: m.group(0).replace(":", " -") if ":" in m.group(0) else "my past", text)
     return " ".join(text.split())
 
 

@@ -45,6 +45,12 @@ def load_prompt(prompts_dir: Path, name: str, *, required: tuple[str, ...] = ())
     missing = [p for p in required if not isinstance(parts.get(p), str)]
     if missing:
         raise PromptError(f"{path}: missing text part(s) {', '.join(missing)}")
+    for part, text in parts.items():
+        if isinstance(text, str):
+            try:
+                _environment().parse(text)
+            except jinja2.TemplateSyntaxError as exc:
+                raise PromptError(f"{path}: part '{part}' line {exc.lineno}: {exc.message}") from None
     return PromptTemplate(name, data["version"], parts)
 
 

@@ -23,8 +23,11 @@ Granularity = Literal["invoice", "line"]
 def looks_like_online_retail(path: Path) -> bool:
     if path.suffix.lower() != ".csv" or not path.is_file():
         return False
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        header = next(csv.reader(handle), [])
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            header = next(csv.reader(handle), [])
+    except UnicodeDecodeError:
+        return False  # not UTF-8: the events reader reports it as unreadable
     return {"InvoiceNo", "StockCode", "CustomerID"} <= {h.strip() for h in header}
 
 
@@ -71,6 +74,14 @@ class OnlineRetailImport:
     def _read(self) -> tuple[list[_Line], list[RowProblem]]:
         if not self.path.is_file():
             raise UnreadableInput(f"{self.path}: no such file")
+        try:
+            return self._read_utf8()
+        except UnicodeDecodeError as exc:
+            raise UnreadableInput(
+                f"{self.path}: not UTF-8 text ({exc.reason} at byte {exc.start}); re-encode it, e.g. iconv -f latin1"
+            ) from None
+
+    def _read_utf8(self) -> tuple[list[_Line], list[RowProblem]]:
         name, lines, problems = str(self.path), [], []
         with self.path.open(encoding="utf-8-sig", newline="") as handle:
             reader = csv.DictReader(handle)
@@ -143,7 +154,7 @@ def _line_record(x: _Line) -> dict[str, Any]:
 
 def _invoice_record(group: list[_Line]) -> dict[str, Any]:
     first = group[0]
-    cancelled = first.invoice.startswith("C")
+    cancelled = first.invoice.startswith("C") or all(x.quantity < 0 for x in group)
     total = sum(abs(x.quantity) * x.price for x in group)
     items = "; ".join(_describe(x) for x in group)
     what = "Cancelled order" if cancelled else "Order"
