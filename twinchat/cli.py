@@ -75,6 +75,32 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--stream", action="store_true", help="print the answer as it is generated")
     p.set_defaults(run=_ask)
 
+    p = sub.add_parser("survey", help="run a questionnaire over a panel or a list of twins (simulated answers)")
+    p.add_argument("questions", type=Path, metavar="QUESTIONS.json", help='a list of {"id", "text", "options"?}')
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--panel", help="every twin of this panel")
+    who.add_argument("--twins", help="comma-separated twin ids")
+    p.add_argument("--out", type=Path, required=True, help="results: JSON, or CSV when the name ends in .csv")
+    p.set_defaults(run=_survey)
+
+    p = sub.add_parser("eval", help="evaluations (see evals/)")
+    evals = p.add_subparsers(dest="evaluation", metavar="NAME", required=True)
+    e = evals.add_parser("fidelity", help="twin fidelity on a GSS-format panel (BENCHMARKS.md section 1)")
+    e.add_argument("--panel", type=Path, help="panel CSV(.gz), one row per person and wave (default: shared GSS)")
+    e.add_argument("--doc", type=Path, help="variable documentation CSV (default: shared GSS)")
+    e.add_argument("--test-persons", type=int, default=50)
+    e.add_argument("--train-persons", type=int, default=150)
+    e.add_argument("--items-per-person", type=int, default=12)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--quick", action="store_true", help="a small run for CI: 10 test, 40 train, 6 items each")
+    e.add_argument("--out", type=Path, required=True)
+    e.set_defaults(run=_eval_fidelity)
+
+    p = sub.add_parser("show", help="what a twin knows: its profile of derived facts and persona summary")
+    p.add_argument("twin_id", metavar="TWIN_ID")
+    p.add_argument("--json", action="store_true", help='print {"twin", "profile", "summary"} as JSON')
+    p.set_defaults(run=_show)
+
     p = sub.add_parser("serve", help="serve the HTTP API")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
@@ -193,6 +219,134 @@ def _ask(args: argparse.Namespace) -> int:
     for c in answer.citations:
         print(f"  {c.event_id}  ({c.score:.2f})  {_clip(c.text, 100)}")
     return 0
+
+
+def _survey(args: argparse.Namespace) -> int:
+    from twinchat.domain.survey import Question, QuestionError
+
+    try:
+        data = json.loads(args.questions.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        print(f"twinchat: error: {args.questions}: cannot read the questions ({exc})", file=sys.stderr)
+        return 2
+    if not isinstance(data, list) or not data:
+        print(f"twinchat: error: {args.questions}: expected a non-empty JSON list of questions", file=sys.stderr)
+        return 2
+    try:
+        questions = [Question.from_dict(q, index=i) for i, q in enumerate(data)]
+    except QuestionError as exc:
+        print(f"twinchat: error: {args.questions}: {exc}", file=sys.stderr)
+        return 2
+    service = _service()
+    twin_ids = [t.twin_id for t in service.twins(panel=args.panel)] if args.panel else args.twins.split(",")
+    if not twin_ids:
+        print(f"twinchat: error: panel {args.panel!r} has no twins", file=sys.stderr)
+        return 1
+    records = list(service.survey(questions, [t.strip() for t in twin_ids if t.strip()], progress=True))
+    _write_records(args.out, records)
+    print(f"{len(records)} simulated answers of {len(twin_ids)} twins to {len(questions)} questions -> {args.out}")
+    return 0
+
+
+def _write_records(out: Path, records: list[dict]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() != ".csv":
+        out.write_text(json.dumps(records, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        return
+    import csv
+
+    columns = ["twin_id", "question_id", "answer", "distribution", "citations", "reason", "evidence", "simulated"]
+    with out.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for record in records:
+            row = dict(record)
+            for key in ("distribution", "citations"):
+                row[key] = json.dumps(record.get(key, {} if key == "distribution" else []), ensure_ascii=False)
+            writer.writerow(row)
+
+
+def _eval_fidelity(args: argparse.Namespace) -> int:
+    from evals.fidelity import Protocol, run
+
+    settings = _settings()
+    gss = settings.data_dir / "gss"
+    panel, doc = args.panel or gss / "panel06_long.csv.gz", args.doc or gss / "variable_doc.csv"
+    protocol = (
+        Protocol(test_persons=10, train_persons=40, items_per_person=6, seed=args.seed)
+        if args.quick
+        else Protocol(args.test_persons, args.train_persons, args.items_per_person, args.seed)
+    )
+    summary = run(panel, doc, args.out, protocol=protocol, settings=settings)
+    keys = ("accuracy", "retest", "normalized_accuracy", "majority_baseline", "demographic_baseline", "n_pairs")
+    print(json.dumps({k: summary[k] for k in keys}, indent=2))
+    print(f"wrote {args.out / 'predictions.csv'} and {args.out / 'summary.json'}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from twinchat.domain.profile import show_document
+
+    service = _service()
+    document = show_document(service.twin(args.twin_id), service.profile(args.twin_id))
+    if args.json:
+        print(json.dumps(document, indent=2, ensure_ascii=False))
+    else:
+        _print_profile(document)
+    return 0
+
+
+def _print_profile(document: dict) -> None:
+    twin, facts = document["twin"], document["profile"]
+    panels = f", panels: {', '.join(twin['panels'])}" if twin["panels"] else ""
+    print(f"twin {twin['twin_id']} ({twin['n_events']} events{panels})\n")
+    print(f"{document['summary']}\n")
+    events = facts["events"]
+    sources = ", ".join(f"{source} {n}" for source, n in events["by_source"].items())
+    span = f"{events['first'] or 'undated'} to {events['last'] or 'undated'}"
+    print(f"events      {events['count']}, {span}: {sources}")
+    buys = facts["purchases"]
+    if buys["orders"] or buys["cancellations"]:
+
+        def money(x: float) -> str:
+            return f"{x:,.2f}" + (f" {buys['currency']}" if buys["currency"] else "")
+
+        aov = buys["average_order_value"]
+        span = f"{buys['first'] or 'undated'} to {buys['last'] or 'undated'}"
+        average = f", average {money(aov)}" if aov is not None else ""
+        print(f"purchases   {buys['orders']} orders, {span}, spend {money(buys['spend'])}{average}")
+        if buys["cancellations"]:
+            print(f"            {buys['cancellations']} cancellations ({money(buys['cancelled_value'])})")
+        rfm = buys["rfm"]
+        recency = "unknown" if rfm["recency_days"] is None else f"{rfm['recency_days']} days"
+        print(f"rfm         recency {recency} (before {rfm['reference_date']}), "
+              f"frequency {rfm['frequency']}, monetary {money(rfm['monetary'])}")
+        categories = buys["favourite_categories"]
+        print("categories  " + ", ".join(f"{c['category']} {c['count']}" for c in categories))
+        print("countries   " + ", ".join(f"{country} {n}" for country, n in buys["countries"].items()))
+        print("favourites")
+        for item in buys["favourite_products"]:
+            print(f"  {item['count']:>4}  {item['product']}")
+    surveys = facts["surveys"]
+    if surveys["answers"]:
+        print(f"surveys     {surveys['answers']} answers")
+        for a in surveys["latest"]:
+            print(f"  {a['date'] or 'undated':10}  {_clip(a['question'], 60)} -> {_clip(a['answer'], 40)}")
+        for a in surveys["statements"]:
+            print(f"  {a['date'] or 'undated':10}  {_clip(a['text'], 100)}")
+    reviews = facts["reviews"]
+    if reviews["count"]:
+        average = reviews["average_rating"]
+        rating = f" (average rating {average})" if average is not None else ""
+        print(f"reviews     {reviews['count']}{rating}")
+        for r in reviews["latest"]:
+            stars = f"[{r['rating']:g}] " if r["rating"] is not None else ""
+            print(f"  {r['date'] or 'undated':10}  {stars}{_clip(r['text'], 90)}")
+    support = facts["support"]
+    if support["issues"]:
+        print(f"support     {support['issues']} issues")
+        for item in support["latest"]:
+            print(f"  {item['date'] or 'undated':10}  {_clip(item['subject'], 90)}")
 
 
 def _serve(args: argparse.Namespace) -> int:

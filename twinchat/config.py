@@ -44,6 +44,19 @@ class Settings(BaseSettings):
     min_relevance: float = Field(
         default=0.25, ge=-1.0, le=1.0, description="Cosine similarity below which evidence is not used."
     )
+    # Ranking of evidence: score = weights · (dense, lexical, recency, importance), each in [0, 1].
+    # twinchat.domain.retrieval.RetrievalPolicy documents each; these defaults are its defaults.
+    weight_dense: float = Field(default=0.5, ge=0.0, description="Weight of embedding cosine similarity.")
+    weight_lexical: float = Field(default=0.25, ge=0.0, description="Weight of BM25 over the twin's events.")
+    weight_recency: float = Field(default=0.15, ge=0.0, description="Weight of recency (exponential decay).")
+    weight_importance: float = Field(default=0.1, ge=0.0, description="Weight of the event's importance.")
+    recency_half_life_days: float = Field(
+        default=365.0, gt=0.0, description="Age, back from the twin's newest event, at which recency is 0.5."
+    )
+    retrieval_candidates: int = Field(default=30, ge=1, le=1000, description="Dense candidates per question.")
+    min_lexical_share: float = Field(
+        default=0.5, gt=0.0, le=1.0, description="Share of a question's idf weight making an event relevant."
+    )
     temperature: float = Field(default=0.2, ge=0.0, le=2.0)
     seed: int = 0
 

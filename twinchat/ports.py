@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from twinchat.domain.events import Event
 from twinchat.domain.models import Memory, Message, Twin
+from twinchat.domain.survey import SurveyAnswer
 
 
 class Embedder(ABC):
@@ -36,6 +38,10 @@ class ChatModel(ABC):
 
     def complete(self, messages: Sequence[Message], *, max_tokens: int, temperature: float = 0.0) -> str:
         return "".join(self.stream(messages, max_tokens=max_tokens, temperature=temperature))
+
+    def score_options(self, messages: Sequence[Message], options: Sequence[str]) -> dict[str, float] | None:
+        """Mean log-likelihood per token of each option as the reply; None where the model cannot score."""
+        return None
 
 
 class TokenCounter(ABC):
@@ -100,3 +106,29 @@ class TwinRegistry(ABC):
 
     @abstractmethod
     def panels(self) -> dict[str, int]: ...
+
+    @abstractmethod
+    def get_profile(self, twin_id: str) -> dict[str, Any] | None:
+        """The twin's stored profile document (twinchat.domain.profile.Profile.to_dict), None when none is."""
+
+    @abstractmethod
+    def save_profile(self, twin_id: str, profile: dict[str, Any]) -> None:
+        """Store the twin's profile document, replacing the previous one."""
+
+    def get_profiles(self, twin_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The stored profile documents of these twins (those that have one); adapters may do it in one query."""
+        found = {t: self.get_profile(t) for t in twin_ids}
+        return {t: doc for t, doc in found.items() if doc is not None}
+
+    def save_profiles(self, profiles: dict[str, dict[str, Any]]) -> None:
+        """Store several profile documents; adapters may do it in one transaction."""
+        for twin_id, profile in profiles.items():
+            self.save_profile(twin_id, profile)
+
+    @abstractmethod
+    def add_survey_answers(self, answers: Sequence[SurveyAnswer]) -> None:
+        """Record structured survey answers found in newly stored events (an event id once)."""
+
+    @abstractmethod
+    def survey_answers(self, *, twin_ids: Sequence[str] | None = None) -> list[SurveyAnswer]:
+        """Survey answers of these twins (all twins when None)."""

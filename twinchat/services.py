@@ -7,17 +7,21 @@ created on first use so that commands which do not need the LLM never load it.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from twinchat.config import Settings
 from twinchat.domain.events import Event, EventError
 from twinchat.domain.models import Answer, Message, Twin
 from twinchat.domain.persona import PersonaPrompter
-from twinchat.domain.prompts import load_prompt
+from twinchat.domain.profile import Profile, ProfileVersionError, summarize, summary_author
+from twinchat.domain.profile import update as update_profile
+from twinchat.domain.prompts import PromptTemplate, load_prompt
+from twinchat.domain.survey import AnswerMatrix, ChoiceAnswer, ChoiceModel, Question, Weights, survey_answer_of
 from twinchat.domain.readers import RawRecord, RowProblem, UnreadableInput, count_rows, read_records
+from twinchat.domain.retrieval import LexicalIndexCache, RetrievalPolicy, ScoredMemory
 from twinchat.ports import ChatModel, Embedder, MemoryStore, TokenCounter, TwinRegistry
 
 
@@ -61,6 +65,7 @@ class IngestReport:
 
 
 Records = Iterable[RawRecord | RowProblem]
+T = TypeVar("T")
 
 
 class TwinService:
@@ -186,10 +191,18 @@ class TwinService:
                             raw.item,
                         )
                     )
+        # Structured answers first: idempotent by event id, so a run stopped between the two writes heals.
+        self.registry.add_survey_answers(
+            [a for events in fresh.values() for e in events if (a := survey_answer_of(e)) is not None]
+        )
         self.store.add_many(fresh)
         report.stored += sum(len(events) for events in fresh.values())
         # Counts are read back from the store, so a run interrupted between the two writes heals on re-run.
-        self.registry.touch_twins({t: self.store.count(t) for t in by_twin}, panel=panel)
+        counts = {t: self.store.count(t) for t in by_twin}
+        self.registry.touch_twins(counts, panel=panel)
+        # --- profiles: fold only the events just stored into each twin's profile ---
+        self._update_profiles(fresh, counts)
+        # --- end profiles ---
         report.twins_touched.update(by_twin)
         report.new_twins.update(t for t, was_known in known.items() if not was_known)
 
@@ -204,7 +217,123 @@ class TwinService:
             raise TwinNotFound(twin_id)
         return twin
 
+    # --- profiles -------------------------------------------------------------------------------------
+
+    @cached_property
+    def profile_template(self) -> PromptTemplate:
+        return load_prompt(self.settings.prompts_dir, "profile", required=("summary",))
+
+    def profile(self, twin_id: str) -> Profile:
+        """The twin's derived facts and persona summary (twinchat.domain.profile).
+
+        Normally maintained at ingestion; rebuilt here from the stored events once when it is missing or
+        behind (a twin stored before profiles existed, or by a run stopped between writes).
+        """
+        twin = self.twin(twin_id)
+        profile = self._stored_profile(twin_id)
+        if profile is None or profile.n_events != twin.n_events:
+            profile = self._summarized(update_profile(Profile(), self.store.events(twin_id)))
+        elif profile.summary_by != summary_author(self.profile_template):
+            profile = self._summarized(profile)  # the summary template changed: rewrite from the same facts
+        else:
+            return profile
+        self.registry.save_profile(twin_id, profile.to_dict())
+        return profile
+
+    def _update_profiles(self, fresh: dict[str, list[Event]], counts: dict[str, int]) -> None:
+        """Fold just-stored events into each twin's profile: the cost follows the new events only."""
+        stored = self.registry.get_profiles([t for t, events in fresh.items() if events])
+        updated: dict[str, dict[str, Any]] = {}
+        for twin_id, events in fresh.items():
+            if not events:
+                continue
+            profile = _profile_from(stored.get(twin_id)) or Profile()
+            if profile.n_events + len(events) == counts[twin_id]:
+                profile = update_profile(profile, events)
+            else:
+                # The profile missed events (stored before profiles existed, under another profile version,
+                # or by a run stopped before this write): rebuild it from the store, once.
+                profile = update_profile(Profile(), self.store.events(twin_id))
+            updated[twin_id] = self._summarized(profile).to_dict()
+        self.registry.save_profiles(updated)
+
+    def _stored_profile(self, twin_id: str) -> Profile | None:
+        return _profile_from(self.registry.get_profile(twin_id))
+
+    def _summarized(self, profile: Profile) -> Profile:
+        # The hook for an LLM-written summary: with a capable model configured, write it here from
+        # profile.facts(), keep the template's text as the fallback, and name the model in summary_by. The
+        # bundled 135M model is not asked: it invents facts.
+        template = self.profile_template
+        return replace(profile, summary=summarize(profile, template), summary_by=summary_author(template))
+
+    # --- structured answers and surveys ---------------------------------------------------------------
+
+    def choice_model(self, twin_ids: Sequence[str]) -> ChoiceModel:
+        """The structured-answer model over the panels these twins belong to (every twin when in none)."""
+        panels = {p for t in twin_ids for p in self.twin(t).panels}
+        scope = sorted({t.twin_id for p in panels for t in self.registry.list(panel=p)} | set(twin_ids))
+        answers = self.registry.survey_answers(twin_ids=scope if panels else None)
+        return ChoiceModel(AnswerMatrix(answers), self.survey_weights)
+
+    @cached_property
+    def survey_weights(self) -> Weights:
+        return Weights()
+
+    def choose(self, twin_id: str, question: Question, *, model: ChoiceModel | None = None) -> ChoiceAnswer:
+        """A multiple-choice answer with its distribution, reason, evidence, and the weight of each part."""
+        self.twin(twin_id)
+        return (model or self.choice_model([twin_id])).choose(twin_id, question)
+
+    def survey(
+        self, questions: Sequence[Question], twin_ids: Sequence[str], *, progress: bool = False
+    ) -> Iterator[dict[str, Any]]:
+        """One record per twin and question: choices with distributions, free questions answered in words."""
+        for t in twin_ids:
+            self.twin(t)
+        model = self.choice_model(twin_ids) if any(q.is_choice for q in questions) else None
+        pairs = [(t, q) for t in twin_ids for q in questions]
+        for twin_id, question in _progress(pairs, enabled=progress, total=len(pairs), label="survey", unit="answer"):
+            if question.is_choice and model is not None:
+                record = model.choose(twin_id, question).to_dict()
+            else:
+                answer = self.ask(twin_id, question.text)
+                record = {
+                    "twin_id": twin_id, "question_id": question.id, "answer": answer.answer, "distribution": {},
+                    "citations": [c.to_dict() for c in answer.citations], "abstained": answer.abstained,
+                    "simulated": True,
+                }
+            yield record
+
     # --- asking --------------------------------------------------------------------------------------
+
+    @cached_property
+    def retrieval_policy(self) -> RetrievalPolicy:
+        s = self.settings
+        return RetrievalPolicy(
+            w_dense=s.weight_dense, w_lexical=s.weight_lexical, w_recency=s.weight_recency,
+            w_importance=s.weight_importance, half_life_days=s.recency_half_life_days,
+            candidates=s.retrieval_candidates, k=s.top_k, min_relevance=s.min_relevance,
+            min_lexical_share=s.min_lexical_share,
+        )
+
+    @cached_property
+    def _lexical_indexes(self) -> LexicalIndexCache:
+        return LexicalIndexCache()
+
+    def retrieve(self, twin_id: str, question: str) -> list[ScoredMemory]:
+        """The twin's evidence for a question, best first, each with the components of its score.
+
+        Dense candidates come from the store, lexical ones from a BM25 index of the twin's events, kept per
+        twin and rebuilt when its event count changes. ``memory.score`` stays the cosine similarity.
+        """
+        self.twin(twin_id)
+        index = self._lexical_indexes.get(
+            twin_id, count=self.store.count(twin_id), load=lambda: self.store.events(twin_id)
+        )
+        return self.retrieval_policy.retrieve(
+            question, search=lambda k: self.store.search(twin_id, question, k=k), index=index
+        )
 
     def ask(self, twin_id: str, question: str, *, conversation: Sequence[Message] = ()) -> Answer:
         """The twin's answer to one question, grounded in its own history, or an honest abstention."""
@@ -222,12 +351,9 @@ class TwinService:
         self.twin(twin_id)
         if not question.strip():
             raise ValueError("question: must not be empty")
-        memories = [
-            m
-            for m in self.store.search(twin_id, question, k=self.settings.top_k)
-            if m.score >= self.settings.min_relevance
-        ]
-        prompt = self.prompter.build(twin_id, question, memories, conversation=conversation)
+        memories = [s.memory for s in self.retrieve(twin_id, question)]
+        summary = self.profile(twin_id).summary
+        prompt = self.prompter.build(twin_id, question, memories, conversation=conversation, summary=summary)
         if not prompt.evidence:
             # No evidence, no generation: a small model asked anyway would invent an answer.
             text = self.prompter.abstain_text
@@ -244,10 +370,18 @@ class TwinService:
         yield Answer(twin_id, text or self.prompter.abstain_text, citations, abstained=False, model=self.chat_model.name)
 
 
-def _progress(items: Records, *, enabled: bool, total: int | None, label: str) -> Records:
+def _profile_from(document: dict[str, Any] | None) -> Profile | None:
+    try:
+        return None if document is None else Profile.from_dict(document)
+    except ProfileVersionError:
+        return None  # written by another profile version: rebuilt from the events
+
+
+def _progress(items: Iterable[T], *, enabled: bool, total: int | None, label: str, unit: str = "row") -> Iterable[T]:
     if not enabled:
         return items
     from tqdm import tqdm
 
     # tqdm writes to stderr and disables itself when that is not a terminal (disable=None).
-    return tqdm(items, total=total, desc=f"ingest {label}", unit="row", disable=None, leave=False)
+    desc = label if label == "survey" else f"ingest {label}"
+    return tqdm(items, total=total, desc=desc, unit=unit, disable=None, leave=False)

@@ -48,6 +48,52 @@ class LangChainChatModel(ChatModel):
                     yield chunk.content
 
 
+class LocalChatModel(LangChainChatModel):
+    """A GGUF model in process: generation through LangChain's ChatLlamaCpp, plus option scoring.
+
+    Scoring needs every position's logits, which generation does not keep; a second context over the same
+    file (small: the 135M model is 100 MB) is opened with logits_all on first use.
+    """
+
+    def __init__(self, model: Any, *, name: str, path: Path, n_ctx: int) -> None:
+        super().__init__(model, name=name)
+        self.path = path
+        self.n_ctx = n_ctx
+        self._scorer: Any = None
+
+    def score_options(self, messages: Sequence[Message], options: Sequence[str]) -> dict[str, float] | None:
+        llama_cpp = require("llama_cpp", "llama-cpp-python")
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        with self._lock:
+            if self._scorer is None:
+                self._scorer = llama_cpp.Llama(
+                    model_path=str(self.path), n_ctx=self.n_ctx, logits_all=True, verbose=False
+                )
+            llama = self._scorer
+            template = llama.metadata.get("tokenizer.chat_template")
+            if not template:
+                return None
+            formatter = Jinja2ChatFormatter(
+                template=template, eos_token=llama.detokenize([llama.token_eos()]).decode(errors="ignore"),
+                bos_token=llama.detokenize([llama.token_bos()]).decode(errors="ignore"),
+            )
+            prompt = formatter(messages=[{"role": m.role, "content": m.content} for m in messages]).prompt
+            base = llama.tokenize(prompt.encode(), add_bos=False, special=True)
+            longest = max(len(llama.tokenize(o.encode(), add_bos=False, special=False)) for o in options)
+            base = base[-(self.n_ctx - longest - 1) :]  # keep the end: the question and the reply's start
+            llama.reset()
+            llama.eval(base)
+            scores = {}
+            for option in options:
+                tokens = llama.tokenize(option.encode(), add_bos=False, special=False)
+                llama.n_tokens = len(base)  # drop the previous option, keep the evaluated prompt
+                llama.eval(tokens)
+                rows = llama_cpp.Llama.logits_to_logprobs(llama.scores[len(base) - 1 : len(base) + len(tokens) - 1])
+                scores[option] = float(sum(rows[i, t] for i, t in enumerate(tokens)) / len(tokens))
+            return scores
+
+
 def make_chat_model(settings: Settings) -> ChatModel:
     spec = settings.llm
     kind, _, target = spec.partition(":")
@@ -67,7 +113,7 @@ def make_chat_model(settings: Settings) -> ChatModel:
             n_threads=None,
             verbose=False,
         )
-        return LangChainChatModel(model, name=spec)
+        return LocalChatModel(model, name=spec, path=path, n_ctx=settings.context_tokens)
     if kind == "openai":
         if not target:
             raise ValueError("TWINCHAT_LLM=openai:<model> needs a model name, e.g. openai:gpt-4o-mini")

@@ -4,10 +4,12 @@ PostgreSQL (or any SQLAlchemy URL) for deployments with several instances."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from collections.abc import Sequence
 from typing import Any
 
 from twinchat.adapters import require
 from twinchat.domain.models import Twin
+from twinchat.domain.survey import SurveyAnswer
 from twinchat.ports import TwinRegistry
 
 
@@ -33,6 +35,30 @@ class SqlTwinRegistry(TwinRegistry):
             meta,
             sa.Column("panel", sa.String(256), primary_key=True),
             sa.Column("twin_id", sa.String(512), sa.ForeignKey("twins.twin_id", ondelete="CASCADE"), primary_key=True),
+        )
+        self.answers = sa.Table(
+            "survey_answers",
+            meta,
+            sa.Column("event_id", sa.String(512), primary_key=True),
+            sa.Column("twin_id", sa.String(512), primary_key=True),
+            sa.Column("question_key", sa.String(512), nullable=False),
+            sa.Column("question", sa.Text, nullable=False),
+            sa.Column("answer", sa.Text, nullable=False),
+            sa.Column("timestamp", sa.DateTime(timezone=True), nullable=True),
+            sa.Index("ix_survey_answers_twin", "twin_id"),
+        )
+        # One JSON document per twin: the profile is read and written whole, and its shape is the domain's.
+        self.profiles = sa.Table(
+            "profiles",
+            meta,
+            sa.Column(
+                "twin_id",
+                sa.String(512),
+                sa.ForeignKey("twins.twin_id", ondelete="CASCADE"),
+                primary_key=True,
+            ),
+            sa.Column("document", sa.JSON, nullable=False),
+            sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         )
         meta.create_all(self.engine)
 
@@ -80,6 +106,77 @@ class SqlTwinRegistry(TwinRegistry):
         query = sa.select(self.members.c.panel, sa.func.count()).group_by(self.members.c.panel).order_by(self.members.c.panel)
         with self.engine.connect() as conn:
             return {panel: n for panel, n in conn.execute(query)}
+
+    def add_survey_answers(self, answers: Sequence[SurveyAnswer]) -> None:
+        if not answers:
+            return
+        sa = self.sa
+        with self.engine.begin() as conn:
+            known = set()
+            for chunk in _chunks(sorted({a.twin_id for a in answers}), 500):
+                known |= {
+                    (r.twin_id, r.event_id)
+                    for r in conn.execute(
+                        sa.select(self.answers.c.twin_id, self.answers.c.event_id).where(self.answers.c.twin_id.in_(chunk))
+                    )
+                }
+            rows = [
+                {"event_id": a.event_id, "twin_id": a.twin_id, "question_key": a.key, "question": a.question,
+                 "answer": a.answer, "timestamp": a.timestamp}
+                for a in answers
+                if (a.twin_id, a.event_id) not in known
+            ]
+            if rows:
+                conn.execute(self.answers.insert(), rows)
+
+    def survey_answers(self, *, twin_ids: Sequence[str] | None = None) -> list[SurveyAnswer]:
+        sa = self.sa
+        query = sa.select(self.answers)
+        chunks = [None] if twin_ids is None else _chunks(list(twin_ids), 500)
+        found = []
+        with self.engine.connect() as conn:
+            for chunk in chunks:
+                q = query if chunk is None else query.where(self.answers.c.twin_id.in_(chunk))
+                found.extend(
+                    SurveyAnswer(r.twin_id, r.question_key, r.question, r.answer, r.event_id,
+                                 _aware(r.timestamp) if r.timestamp else None)
+                    for r in conn.execute(q)
+                )
+        return found
+
+    def get_profile(self, twin_id: str) -> dict[str, Any] | None:
+        query = self.sa.select(self.profiles.c.document).where(self.profiles.c.twin_id == twin_id)
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar_one_or_none()
+
+    def get_profiles(self, twin_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        table, found = self.profiles, {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(twin_ids), 500):
+                query = self.sa.select(table.c.twin_id, table.c.document).where(table.c.twin_id.in_(chunk))
+                found.update({row.twin_id: row.document for row in conn.execute(query)})
+        return found
+
+    def save_profile(self, twin_id: str, profile: dict[str, Any]) -> None:
+        self.save_profiles({twin_id: profile})
+
+    def save_profiles(self, profiles: dict[str, dict[str, Any]]) -> None:
+        # One transaction for a whole ingestion batch: a commit per twin costs more than the profiles do.
+        now, table = datetime.now(UTC), self.profiles
+
+        def write(conn: Any) -> None:
+            for twin_id, document in profiles.items():
+                update = table.update().where(table.c.twin_id == twin_id).values(document=document, updated_at=now)
+                if conn.execute(update).rowcount == 0:
+                    conn.execute(table.insert().values(twin_id=twin_id, document=document, updated_at=now))
+
+        try:
+            with self.engine.begin() as conn:
+                write(conn)
+        except self.sa.exc.IntegrityError:
+            # Another writer inserted one first (two asks healing the same twin at once): write over theirs.
+            with self.engine.begin() as conn:
+                write(conn)
 
     def _select(self, where: Any) -> list[Twin]:
         sa = self.sa

@@ -27,6 +27,15 @@ async def get_twin(twin_id: str, service: Service) -> dict:
     return (await run_in_threadpool(service.twin, twin_id)).to_dict()
 
 
+@router.get("/{twin_id}/profile", responses={404: {"description": "no such twin"}})
+async def get_profile(twin_id: str, service: Service) -> dict:
+    """What the twin knows: {"twin", "profile", "summary"}, as `twinchat show --json` prints it."""
+    from twinchat.domain.profile import show_document
+
+    twin = await run_in_threadpool(service.twin, twin_id)
+    return show_document(twin, await run_in_threadpool(service.profile, twin_id))
+
+
 @router.post("/{twin_id}/ask", response_model=AnswerOut, responses={404: {"description": "no such twin"}})
 async def ask(twin_id: str, body: AskRequest, service: Service):  # type: ignore[no-untyped-def]
     """The twin's simulated answer, grounded in its own history, with the events it used."""

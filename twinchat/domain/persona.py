@@ -72,9 +72,18 @@ class PersonaPrompter:
         return self.template.render("abstain")
 
     def build(
-        self, twin_id: str, question: str, memories: Sequence[Memory], *, conversation: Sequence[Message] = ()
+        self,
+        twin_id: str,
+        question: str,
+        memories: Sequence[Memory],
+        *,
+        conversation: Sequence[Message] = (),
+        summary: str = "",
     ) -> PersonaPrompt:
-        system = self.template.render("system", twin_id=sanitize(twin_id))
+        """The messages for one question; ``summary`` is the twin's persona summary (its profile), if any."""
+        # The summary is derived from history, so it is data too: sanitized like any evidence item.
+        summary = self.counter.truncate(sanitize(summary), 2 * MAX_ITEM_TOKENS)
+        system = self.template.render("system", twin_id=sanitize(twin_id), summary=summary)
         # Reserve the answer and a margin: tiktoken counts approximate the local model's own tokenizer, and
         # chat templates add a few tokens per message.
         budget = int((self.context_tokens - self.answer_tokens) * 0.85) - 8 * (len(conversation) + 2)

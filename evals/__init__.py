@@ -1,0 +1,1 @@
+"""Evaluations of twinchat's twins, each a versioned protocol from ../shared/BENCHMARKS.md."""

@@ -1,0 +1,91 @@
+"""Product categories from product descriptions, by a small keyword map kept as data (categories.yaml).
+
+A keyword map rather than a model: it is deterministic, reviewable as a diff, and good enough to say that a
+customer mostly buys candles and christmas decorations. The matching rules are in categories.yaml.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import yaml
+
+DEFAULT_PATH = Path(__file__).with_name("categories.yaml")
+_KEYS = {"version", "other", "fees", "categories"}
+
+
+class CategoryMapError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class CategoryMap:
+    """Names the categories of a product description.
+
+    >>> m = load_categories()
+    >>> m.categorize("WHITE HANGING HEART T-LIGHT HOLDER")
+    ['candles & lights', 'home decor']
+    >>> m.categorize("PACK OF 72 RETROSPOT CUPCAKE CASES"), m.categorize("MYSTERY ITEM"), m.is_fee("Postage")
+    (['baking'], ['other'], True)
+    """
+
+    version: int
+    other: str
+    fees: frozenset[str]
+    patterns: tuple[tuple[str, re.Pattern[str]], ...]
+
+    def categorize(self, product: str) -> list[str]:
+        """Every category whose keywords the description contains, in map order; [other] when none."""
+        text = " ".join(product.upper().split())
+        found = [name for name, pattern in self.patterns if pattern.search(text)]
+        return found or [self.other]
+
+    def is_fee(self, product: str) -> bool:
+        """Postage, bank charges and the like: paid for, but not something a customer chose to buy."""
+        return " ".join(product.upper().split()) in self.fees
+
+
+def load_categories(path: Path = DEFAULT_PATH) -> CategoryMap:
+    """Load and check a category map file; an error names the file and the key at fault."""
+    return _load(path.resolve())
+
+
+@cache
+def _load(path: Path) -> CategoryMap:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CategoryMapError(f"{path}: category map not found") from None
+    except yaml.YAMLError as exc:
+        raise CategoryMapError(f"{path}: invalid YAML: {exc}") from None
+    if not isinstance(data, dict) or set(data) != _KEYS:
+        found = sorted(data) if isinstance(data, dict) else type(data).__name__
+        raise CategoryMapError(f"{path}: expected exactly the keys {sorted(_KEYS)}, found {found}")
+    if not isinstance(data["version"], int) or not _is_name(data["other"]):
+        raise CategoryMapError(f"{path}: 'version' must be an integer and 'other' a non-empty string")
+    fees = _words(path, "fees", data["fees"])
+    categories = data["categories"]
+    if not isinstance(categories, dict) or not categories:
+        raise CategoryMapError(f"{path}: 'categories' must map category names to lists of keywords")
+    patterns = []
+    for name, keywords in categories.items():
+        if not _is_name(name) or name == data["other"]:
+            raise CategoryMapError(f"{path}: categories: {name!r} is not a usable category name")
+        words = _words(path, f"categories.{name}", keywords)
+        # Whole words only, with an optional plural: CUP is not CUPCAKE, CANDLE is CANDLES.
+        alternatives = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+        patterns.append((name, re.compile(rf"(?<![A-Z0-9])(?:{alternatives})(?:S|ES)?(?![A-Z0-9])")))
+    return CategoryMap(data["version"], data["other"], frozenset(fees), tuple(patterns))
+
+
+def _words(path: Path, key: str, value: object) -> list[str]:
+    if not isinstance(value, list) or not value or not all(_is_name(w) for w in value):
+        raise CategoryMapError(f"{path}: {key}: expected a non-empty list of strings, got {value!r}")
+    return [" ".join(w.upper().split()) for w in value]
+
+
+def _is_name(value: object) -> bool:
+    return isinstance(value, str) and bool(value.strip())
