@@ -24,10 +24,10 @@ from twinchat.domain.survey import AnswerMatrix, ChoiceModel, Question, Weights,
 from twinchat.importers.gss import GssPanel
 
 GRID = {
-    "temper": (0.15, 0.25, 0.35, 0.5, 0.7),
-    "features": (8, 16, 32, 64),
-    "panel": (0.02, 0.1, 0.3),
-    "min_overlap": (5, 15),
+    "temper": (0.15, 0.25, 0.4, 0.6),
+    "features": (12, 24, 48),
+    "panel": (0.05,),
+    "min_overlap": (8,),
 }
 
 

@@ -75,6 +75,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--stream", action="store_true", help="print the answer as it is generated")
     p.set_defaults(run=_ask)
 
+    p = sub.add_parser("chat", help="a conversation with a twin that remembers what was said (simulated)")
+    p.add_argument("twin_id", metavar="TWIN_ID")
+    p.add_argument("--session", help="continue this session (its id is printed when one starts)")
+    p.add_argument("--message", "-m", help="send one message and exit, instead of an interactive conversation")
+    p.add_argument("--json", action="store_true", help="with --message: print the answer and session as JSON")
+    p.set_defaults(run=_chat)
+
     p = sub.add_parser("survey", help="run a questionnaire over a panel or a list of twins (simulated answers)")
     p.add_argument("questions", type=Path, metavar="QUESTIONS.json", help='a list of {"id", "text", "options"?}')
     who = p.add_mutually_exclusive_group(required=True)
@@ -218,6 +225,40 @@ def _ask(args: argparse.Namespace) -> int:
         print("no event in this customer's history is relevant to the question")
     for c in answer.citations:
         print(f"  {c.event_id}  ({c.score:.2f})  {_clip(c.text, 100)}")
+    return 0
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from twinchat.domain.models import Answer
+
+    service = _service()
+    session = service.session(args.session) if args.session else service.start_session(args.twin_id)
+    if session.twin_id != args.twin_id:
+        raise ValueError(f"session {session.session_id} belongs to twin {session.twin_id}, not {args.twin_id}")
+    if args.message is not None:
+        answer = service.chat(session.session_id, args.message)
+        if args.json:
+            print(json.dumps({**answer.to_dict(), "session_id": session.session_id}, indent=2, ensure_ascii=False))
+        else:
+            print(answer.answer)
+            print(f"[session {session.session_id}; simulated]")
+        return 0
+    print(f"session {session.session_id} with twin {args.twin_id}; answers are simulated. Empty line or Ctrl-D ends.")
+    while True:
+        try:
+            message = input("you> ").strip()
+        except EOFError:
+            break
+        if not message:
+            break
+        print("twin> ", end="", flush=True)
+        for part in service.chat_stream(session.session_id, message):
+            if isinstance(part, Answer):
+                cited = ", ".join(c.event_id for c in part.citations) or "none (history does not say)"
+                print(f"\n      [evidence: {cited}]")
+            else:
+                print(part, end="", flush=True)
+    print(f"resume with: twinchat chat {args.twin_id} --session {session.session_id}")
     return 0
 
 

@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     temperature: float = Field(default=0.2, ge=0.0, le=2.0)
     seed: int = 0
 
+    # Structured answers: the LLM part's weight in the pooled distribution (0 switches it off). Default from
+    # evals/results/llm_weight.json: SmolLM2-135M's option scores add nothing on GSS items; a capable model should
+    # be given a weight after the same measurement.
+    survey_llm_weight: float = Field(default=0.0, ge=0.0, le=1.0)
+
     # Ingestion.
     batch_size: int = Field(default=256, ge=1)
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from twinchat.domain.events import Event
 from twinchat.domain.models import Memory, Message, Twin
+from twinchat.domain.sessions import Session, Turn
 from twinchat.domain.survey import SurveyAnswer
 
 
@@ -124,6 +125,16 @@ class TwinRegistry(ABC):
         """Store several profile documents; adapters may do it in one transaction."""
         for twin_id, profile in profiles.items():
             self.save_profile(twin_id, profile)
+
+    @abstractmethod
+    def create_session(self, session: Session) -> None: ...
+
+    @abstractmethod
+    def get_session(self, session_id: str) -> Session | None: ...
+
+    @abstractmethod
+    def append_turns(self, session_id: str, turns: Sequence[Turn]) -> None:
+        """Add turns after the session's last one."""
 
     @abstractmethod
     def add_survey_answers(self, answers: Sequence[SurveyAnswer]) -> None:

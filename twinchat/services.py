@@ -15,14 +15,29 @@ from typing import Any, TypeVar
 from twinchat.config import Settings
 from twinchat.domain.events import Event, EventError
 from twinchat.domain.models import Answer, Message, Twin
-from twinchat.domain.persona import PersonaPrompter
+from twinchat.domain.persona import PersonaPrompter, sanitize
 from twinchat.domain.profile import Profile, ProfileVersionError, summarize, summary_author
 from twinchat.domain.profile import update as update_profile
 from twinchat.domain.prompts import PromptTemplate, load_prompt
-from twinchat.domain.survey import AnswerMatrix, ChoiceAnswer, ChoiceModel, Question, Weights, survey_answer_of
+from twinchat.domain.survey import (
+    AnswerMatrix,
+    ChoiceAnswer,
+    ChoiceModel,
+    Question,
+    SurveyAnswer,
+    Weights,
+    survey_answer_of,
+)
+from twinchat.domain.sessions import Session, Turn, new_session_id, now
 from twinchat.domain.readers import RawRecord, RowProblem, UnreadableInput, count_rows, read_records
 from twinchat.domain.retrieval import LexicalIndexCache, RetrievalPolicy, ScoredMemory
 from twinchat.ports import ChatModel, Embedder, MemoryStore, TokenCounter, TwinRegistry
+
+
+class SessionNotFound(LookupError):
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"no session {session_id!r}; start one with `twinchat chat TWIN_ID`")
+        self.session_id = session_id
 
 
 class TwinNotFound(LookupError):
@@ -267,6 +282,43 @@ class TwinService:
         template = self.profile_template
         return replace(profile, summary=summarize(profile, template), summary_by=summary_author(template))
 
+    # --- conversations ---------------------------------------------------------------------------------
+
+    def start_session(self, twin_id: str) -> Session:
+        self.twin(twin_id)
+        session = Session(new_session_id(), twin_id, now())
+        self.registry.create_session(session)
+        return session
+
+    def session(self, session_id: str) -> Session:
+        session = self.registry.get_session(session_id)
+        if session is None:
+            raise SessionNotFound(session_id)
+        return session
+
+    def chat_stream(self, session_id: str, message: str) -> Iterator[str | Answer]:
+        """One turn of a conversation: streamed like ask_stream, remembered in the session afterwards."""
+        session = self.session(session_id)
+        asked = now()
+        answer: Answer | None = None
+        for part in self.ask_stream(
+            session.twin_id, message, conversation=session.conversation(), query=session.retrieval_query(message)
+        ):
+            if isinstance(part, Answer):
+                answer = part
+            yield part
+        assert answer is not None
+        self.registry.append_turns(session_id, [
+            Turn("user", message, asked),
+            Turn("assistant", answer.answer, now(), [c.event_id for c in answer.citations]),
+        ])
+
+    def chat(self, session_id: str, message: str) -> Answer:
+        parts = list(self.chat_stream(session_id, message))
+        answer = parts[-1]
+        assert isinstance(answer, Answer)
+        return answer
+
     # --- structured answers and surveys ---------------------------------------------------------------
 
     def choice_model(self, twin_ids: Sequence[str]) -> ChoiceModel:
@@ -274,11 +326,25 @@ class TwinService:
         panels = {p for t in twin_ids for p in self.twin(t).panels}
         scope = sorted({t.twin_id for p in panels for t in self.registry.list(panel=p)} | set(twin_ids))
         answers = self.registry.survey_answers(twin_ids=scope if panels else None)
-        return ChoiceModel(AnswerMatrix(answers), self.survey_weights)
+        scorer = self._score_options if self.survey_weights.llm > 0 else None
+        return ChoiceModel(AnswerMatrix(answers), self.survey_weights, scorer=scorer)
 
     @cached_property
     def survey_weights(self) -> Weights:
-        return Weights()
+        return Weights(llm=self.settings.survey_llm_weight)
+
+    def _score_options(
+        self, twin_id: str, question: Question, answers: list[SurveyAnswer]
+    ) -> dict[str, float] | None:
+        template = load_prompt(self.settings.prompts_dir, "choice", required=("system", "user"))
+        clean = [SurveyAnswer(a.twin_id, a.key, sanitize(a.question), sanitize(a.answer), a.event_id) for a in answers]
+        messages = [
+            Message("system", template.render("system", twin_id=sanitize(twin_id))),
+            Message("user", template.render(
+                "user", answers=clean, question=sanitize(question.text), options=[sanitize(o) for o in question.options]
+            )),
+        ]
+        return self.chat_model.score_options(messages, question.options)
 
     def choose(self, twin_id: str, question: Question, *, model: ChoiceModel | None = None) -> ChoiceAnswer:
         """A multiple-choice answer with its distribution, reason, evidence, and the weight of each part."""
@@ -345,13 +411,16 @@ class TwinService:
         return answer
 
     def ask_stream(
-        self, twin_id: str, question: str, *, conversation: Sequence[Message] = ()
+        self, twin_id: str, question: str, *, conversation: Sequence[Message] = (), query: str | None = None
     ) -> Iterator[str | Answer]:
-        """Yield the answer's text as it is generated, then the finished Answer with its citations."""
+        """Yield the answer's text as it is generated, then the finished Answer with its citations.
+
+        ``query`` is what evidence is retrieved for, when it should differ from the question (a follow-up).
+        """
         self.twin(twin_id)
         if not question.strip():
             raise ValueError("question: must not be empty")
-        memories = [s.memory for s in self.retrieve(twin_id, question)]
+        memories = [s.memory for s in self.retrieve(twin_id, query or question)]
         summary = self.profile(twin_id).summary
         prompt = self.prompter.build(twin_id, question, memories, conversation=conversation, summary=summary)
         if not prompt.evidence:

@@ -9,6 +9,7 @@ from typing import Any
 
 from twinchat.adapters import require
 from twinchat.domain.models import Twin
+from twinchat.domain.sessions import Session, Turn
 from twinchat.domain.survey import SurveyAnswer
 from twinchat.ports import TwinRegistry
 
@@ -59,6 +60,24 @@ class SqlTwinRegistry(TwinRegistry):
             ),
             sa.Column("document", sa.JSON, nullable=False),
             sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        )
+        self.sessions = sa.Table(
+            "sessions",
+            meta,
+            sa.Column("session_id", sa.String(64), primary_key=True),
+            sa.Column("twin_id", sa.String(512), nullable=False, index=True),
+            sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        )
+        self.turns = sa.Table(
+            "session_turns",
+            meta,
+            sa.Column("session_id", sa.String(64), sa.ForeignKey("sessions.session_id", ondelete="CASCADE"),
+                      primary_key=True),
+            sa.Column("seq", sa.Integer, primary_key=True),
+            sa.Column("role", sa.String(16), nullable=False),
+            sa.Column("content", sa.Text, nullable=False),
+            sa.Column("citations", sa.JSON, nullable=False),
+            sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         )
         meta.create_all(self.engine)
 
@@ -177,6 +196,39 @@ class SqlTwinRegistry(TwinRegistry):
             # Another writer inserted one first (two asks healing the same twin at once): write over theirs.
             with self.engine.begin() as conn:
                 write(conn)
+
+    def create_session(self, session: Session) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(self.sessions.insert().values(
+                session_id=session.session_id, twin_id=session.twin_id, created_at=session.created_at
+            ))
+
+    def get_session(self, session_id: str) -> Session | None:
+        sa = self.sa
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(self.sessions).where(self.sessions.c.session_id == session_id)).first()
+            if row is None:
+                return None
+            turns = [
+                Turn(t.role, t.content, _aware(t.created_at), list(t.citations))
+                for t in conn.execute(
+                    sa.select(self.turns).where(self.turns.c.session_id == session_id).order_by(self.turns.c.seq)
+                )
+            ]
+        return Session(row.session_id, row.twin_id, _aware(row.created_at), turns)
+
+    def append_turns(self, session_id: str, turns: Sequence[Turn]) -> None:
+        sa = self.sa
+        with self.engine.begin() as conn:
+            last = conn.execute(
+                sa.select(sa.func.max(self.turns.c.seq)).where(self.turns.c.session_id == session_id)
+            ).scalar()
+            start = 0 if last is None else last + 1
+            conn.execute(self.turns.insert(), [
+                {"session_id": session_id, "seq": start + i, "role": t.role, "content": t.content,
+                 "citations": t.citations, "created_at": t.created_at}
+                for i, t in enumerate(turns)
+            ])
 
     def _select(self, where: Any) -> list[Twin]:
         sa = self.sa

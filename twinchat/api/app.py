@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 
 from twinchat import __version__
 from twinchat.config import Settings
-from twinchat.services import TwinNotFound, TwinService
+from twinchat.services import SessionNotFound, TwinNotFound, TwinService
 
 
 def create_app(settings: Settings, *, service: TwinService | None = None) -> FastAPI:
@@ -21,16 +21,18 @@ def create_app(settings: Settings, *, service: TwinService | None = None) -> Fas
     app.state.settings = settings
     app.state.service = service or TwinService.from_settings(settings)
 
-    from twinchat.api import routes_twins
+    from twinchat.api import routes_sessions, routes_twins
 
     app.include_router(routes_twins.router)
+    app.include_router(routes_sessions.router)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
     @app.exception_handler(TwinNotFound)
-    async def _not_found(_: Request, exc: TwinNotFound) -> JSONResponse:
+    @app.exception_handler(SessionNotFound)
+    async def _not_found(_: Request, exc: LookupError) -> JSONResponse:
         return JSONResponse(status_code=404, content={"error": "not_found", "message": str(exc)})
 
     @app.exception_handler(ValueError)

@@ -43,10 +43,10 @@ async def ask(twin_id: str, body: AskRequest, service: Service):  # type: ignore
         answer = await run_in_threadpool(service.ask, twin_id, body.question)
         return answer.to_dict()
     await run_in_threadpool(service.twin, twin_id)  # a 404 before the stream starts, not inside it
-    return StreamingResponse(_sse(service.ask_stream(twin_id, body.question)), media_type="text/event-stream")
+    return StreamingResponse(sse(service.ask_stream(twin_id, body.question)), media_type="text/event-stream")
 
 
-def _sse(parts: Iterator[str | Answer]) -> Iterator[str]:
+def sse(parts: Iterator[str | Answer]) -> Iterator[str]:
     # A sync generator: Starlette iterates it in a thread pool, so the LLM never blocks the event loop.
     for part in parts:
         if isinstance(part, Answer):

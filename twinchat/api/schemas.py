@@ -38,3 +38,23 @@ class TwinOut(BaseModel):
 class ErrorOut(BaseModel):
     error: str
     message: str
+
+
+class MessageRequest(BaseModel):
+    message: str = Field(min_length=1, max_length=4000, examples=["And how was the delivery?"])
+    stream: bool = False
+
+
+class TurnOut(BaseModel):
+    role: str
+    content: str
+    created_at: str
+    citations: list[str]
+
+
+class SessionOut(BaseModel):
+    session_id: str
+    twin_id: str
+    created_at: str
+    turns: list[TurnOut]
+    simulated: bool = True

@@ -3,9 +3,10 @@
 ``update(profile, new_events)`` never needs earlier events. A profile holds sufficient statistics, not
 events: counts and sums, one entry per order (so an invoice seen again in a later batch, as order lines are,
 is still one order), product counts, and the few latest items of each kind. Ingesting N new events therefore
-costs O(N), and folding a history in any number of chunks gives the same profile as folding it at once.
-Figures computed from that state (average order value, RFM, favourites, categories) are derived when read,
-so a change of the category map applies to every twin without re-ingesting anything.
+costs O(N) plus reading and writing the profile, whose size grows with distinct orders, products and
+questions, not with events; and folding a history in any number of chunks gives the same profile as folding
+it at once. Figures computed from that state (average order value, RFM, favourites, categories) are derived
+when read, so a change of the category map applies to every twin without re-ingesting anything.
 
 The service passes only events it has just stored: an event already stored is never folded in twice.
 """

@@ -25,7 +25,7 @@ class PromptTemplate:
         if part not in self.parts:
             raise PromptError(f"prompt '{self.name}' has no part '{part}' (it has {', '.join(self.parts)})")
         try:
-            return _environment().from_string(self.parts[part]).render(**variables).strip()
+            return _compiled(self.parts[part]).render(**variables).strip()
         except jinja2.UndefinedError as exc:
             raise PromptError(f"prompt '{self.name}' part '{part}': {exc.message}") from None
 
@@ -52,6 +52,12 @@ def load_prompt(prompts_dir: Path, name: str, *, required: tuple[str, ...] = ())
             except jinja2.TemplateSyntaxError as exc:
                 raise PromptError(f"{path}: part '{part}' line {exc.lineno}: {exc.message}") from None
     return PromptTemplate(name, data["version"], parts)
+
+
+@cache
+def _compiled(text: str) -> jinja2.Template:
+    # Compiling costs about 10 ms; a template is rendered per twin per ingest batch and per question.
+    return _environment().from_string(text)
 
 
 @cache

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -201,6 +201,8 @@ class ChoiceModel:
 
     matrix: AnswerMatrix
     weights: Weights = field(default_factory=Weights)
+    # Scores each option given the question and the twin's most relevant answers; None: no LLM part.
+    scorer: Callable[[str, Question, list[SurveyAnswer]], Mapping[str, float] | None] | None = None
     _informative: dict[tuple[str, tuple[str, ...]], list[_Related]] = field(default_factory=dict)
 
     def choose(
@@ -230,6 +232,8 @@ class ChoiceModel:
                 Citation(a.event_id, f"Q: {a.question} A: {a.answer}", round(score, 4)) for a, score in used[:5]
             )
 
+        if llm_scores is None and self.scorer is not None and self.weights.llm > 0:
+            llm_scores = self.scorer(twin_id, question, [a for a, _ in used[:8]])
         if llm_scores:
             parts.append(Part("llm", self.weights.llm, _softmax(llm_scores, options), "option log-likelihoods"))
 

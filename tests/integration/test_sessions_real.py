@@ -1,0 +1,73 @@
+"""Conversations on the real pieces: the local LLM, streamed over real HTTP, and resumed from the CLI."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from tests.integration.conftest import free_port
+from twinchat.api.app import create_app
+from twinchat.cli import main
+from twinchat.services import TwinService
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def api(real_service: TwinService, history_file: Path) -> Iterator[str]:
+    real_service.ingest_files([history_file], progress=False)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(real_service.settings, service=real_service),
+                                           host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_a_conversation_over_http_streams_and_is_remembered(api: str) -> None:
+    started = httpx.post(f"{api}/v1/twins/C-100/sessions")
+    assert started.status_code == 201
+    session = started.json()["session_id"]
+
+    first = httpx.post(f"{api}/v1/sessions/{session}/messages", json={"message": "Tell me about the cake stand"},
+                       timeout=120)
+    assert first.status_code == 200 and first.json()["citations"]
+
+    with httpx.stream("POST", f"{api}/v1/sessions/{session}/messages",
+                      json={"message": "Did you get a refund for it?", "stream": True}, timeout=120) as stream:
+        lines = list(stream.iter_lines())
+    events = [line.removeprefix("event: ") for line in lines if line.startswith("event: ")]
+    assert events[-1] == "answer" and "token" in events
+    final = json.loads([line for line in lines if line.startswith("data: ")][-1].removeprefix("data: "))
+    # The follow-up is read with the previous question: the support ticket about the cake stand is found.
+    assert any("refund" in c["text"] for c in final["citations"])
+
+    transcript = httpx.get(f"{api}/v1/sessions/{session}").json()
+    assert [t["role"] for t in transcript["turns"]] == ["user", "assistant"] * 2
+    assert transcript["turns"][2]["content"] == "Did you get a refund for it?"
+    assert transcript["simulated"] is True
+    assert httpx.get(f"{api}/v1/sessions/nope").status_code == 404
+
+
+def test_the_cli_resumes_a_session(real_service: TwinService, history_file: Path, capsys) -> None:
+    real_service.ingest_files([history_file], progress=False)
+    assert main(["chat", "C-300", "--message", "Do you like gardening?", "--json"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert main(["chat", "C-300", "--session", first["session_id"], "-m", "With whom?", "--json"]) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert second["session_id"] == first["session_id"]
+    assert len(real_service.session(first["session_id"]).turns) == 4
+    assert main(["chat", "C-100", "--session", first["session_id"], "-m", "hi"]) == 1
+    assert "belongs to twin C-300" in capsys.readouterr().err
