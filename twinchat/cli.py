@@ -75,6 +75,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--stream", action="store_true", help="print the answer as it is generated")
     p.set_defaults(run=_ask)
 
+    p = sub.add_parser("panels", help="list panels, or add twins to a panel and remove them")
+    p.add_argument("panel", nargs="?", metavar="PANEL")
+    p.add_argument("--add", help="comma-separated twin ids to put into PANEL")
+    p.add_argument("--remove", help="comma-separated twin ids to take out of PANEL")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_panels)
+
     p = sub.add_parser("chat", help="a conversation with a twin that remembers what was said (simulated)")
     p.add_argument("twin_id", metavar="TWIN_ID")
     p.add_argument("--session", help="continue this session (its id is printed when one starts)")
@@ -225,6 +232,24 @@ def _ask(args: argparse.Namespace) -> int:
         print("no event in this customer's history is relevant to the question")
     for c in answer.citations:
         print(f"  {c.event_id}  ({c.score:.2f})  {_clip(c.text, 100)}")
+    return 0
+
+
+def _panels(args: argparse.Namespace) -> int:
+    service = _service()
+    if args.add or args.remove:
+        if not args.panel:
+            raise ValueError("name the PANEL to change: twinchat panels PANEL --add ID,ID")
+        split = lambda text: [t.strip() for t in (text or "").split(",") if t.strip()]  # noqa: E731
+        service.set_panel(args.panel, add=split(args.add), remove=split(args.remove))
+    panels = service.panels()
+    if args.panel:
+        panels = {args.panel: panels.get(args.panel, 0)}
+    if args.json:
+        print(json.dumps(panels, indent=2))
+    else:
+        for name, n in panels.items():
+            print(f"{name}\t{n} twins")
     return 0
 
 

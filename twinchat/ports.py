@@ -127,6 +127,10 @@ class TwinRegistry(ABC):
             self.save_profile(twin_id, profile)
 
     @abstractmethod
+    def set_panel(self, panel: str, *, add: Sequence[str] = (), remove: Sequence[str] = ()) -> None:
+        """Add twins to a panel and take others out of it."""
+
+    @abstractmethod
     def create_session(self, session: Session) -> None: ...
 
     @abstractmethod

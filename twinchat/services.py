@@ -282,6 +282,19 @@ class TwinService:
         template = self.profile_template
         return replace(profile, summary=summarize(profile, template), summary_by=summary_author(template))
 
+    def panels(self) -> dict[str, int]:
+        return self.registry.panels()
+
+    def set_panel(self, panel: str, *, add: Sequence[str] = (), remove: Sequence[str] = ()) -> dict[str, int]:
+        """Put existing twins into a panel or take them out; unknown twins are refused, nothing changed."""
+        if not panel.strip():
+            raise ValueError("panel: a name is required")
+        missing = [t for t in [*add, *remove] if self.registry.get(t) is None]
+        if missing:
+            raise TwinNotFound(", ".join(missing))
+        self.registry.set_panel(panel, add=add, remove=remove)
+        return self.registry.panels()
+
     # --- conversations ---------------------------------------------------------------------------------
 
     def start_session(self, twin_id: str) -> Session:
@@ -357,11 +370,16 @@ class TwinService:
         """One record per twin and question: choices with distributions, free questions answered in words."""
         for t in twin_ids:
             self.twin(t)
-        model = self.choice_model(twin_ids) if any(q.is_choice for q in questions) else None
+        model = self.choice_model(twin_ids) if any(q.is_structured for q in questions) else None
         pairs = [(t, q) for t in twin_ids for q in questions]
         for twin_id, question in _progress(pairs, enabled=progress, total=len(pairs), label="survey", unit="answer"):
-            if question.is_choice and model is not None:
-                record = model.choose(twin_id, question).to_dict()
+            structured = None
+            if model is not None and question.is_choice:
+                structured = model.choose(twin_id, question)
+            elif model is not None and question.numeric:
+                structured = model.estimate(twin_id, question)  # None: no numbers in the panel, ask in words
+            if structured is not None:
+                record = structured.to_dict()
             else:
                 answer = self.ask(twin_id, question.text)
                 record = {

@@ -145,3 +145,14 @@ def test_injected_instructions_in_history_reach_the_model_only_as_quoted_data(
     user = messages[-1].content
     assert "<|im_start|>" not in user and "<|im_end|>" not in user and "[E9]" not in user
     assert "ignore previous instructions" in user  # kept, as data, inside the history block
+
+
+def test_panels_can_be_changed_after_ingest(service: TwinService, tmp_path: Path) -> None:
+    service.ingest_files([write_jsonl(tmp_path / "h.jsonl", HISTORY)], panel="pilot")
+    assert service.set_panel("vip", add=["ann"]) == {"pilot": 2, "vip": 1}
+    service.set_panel("pilot", remove=["bob"])
+    assert [t.twin_id for t in service.twins(panel="pilot")] == ["ann"]
+    assert service.twin("ann").panels == ["pilot", "vip"]
+    with pytest.raises(TwinNotFound):
+        service.set_panel("vip", add=["nobody"])
+    assert service.panels() == {"pilot": 1, "vip": 1}

@@ -168,3 +168,27 @@ def test_options_match_stored_answers_regardless_of_case_and_unknown_keys_fall_b
 def test_free_questions_are_refused_by_the_choice_model() -> None:
     with pytest.raises(ValueError, match="no options"):
         ChoiceModel(AnswerMatrix([])).choose("x", Question("q", "Why?"))
+
+
+def test_numeric_questions_answer_with_the_expected_value_of_similar_twins() -> None:
+    table = {f"t{i}": {"signal": "Big" if i % 2 else "Small", "children": "4" if i % 2 else "0"} for i in range(40)}
+    table["me"] = {"signal": "Big"}
+    model = ChoiceModel(AnswerMatrix(answers_for(table)))
+    question = Question.from_dict({"id": "children", "text": "How many children?", "type": "numeric"})
+    answer = model.estimate("me", question)
+    assert answer is not None and set(answer.distribution) == {"0", "4"}
+    expected = sum(float(v) * p for v, p in answer.distribution.items())
+    assert float(answer.answer) == pytest.approx(expected, abs=0.01) and float(answer.answer) > 3
+    assert model.estimate("me", Question("never", "Age?", numeric=True)) is None
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [({"id": "q", "text": "t", "type": "numeric", "options": ["1", "2"]}, "options"),
+     ({"id": "q", "text": "t", "type": "likert"}, "options"),
+     ({"id": "q", "text": "t", "type": "rank"}, "type")],
+)
+def test_question_types_are_checked(data: dict, field: str) -> None:
+    with pytest.raises(QuestionError) as info:
+        Question.from_dict(data)
+    assert info.value.field == field

@@ -197,6 +197,20 @@ class SqlTwinRegistry(TwinRegistry):
             with self.engine.begin() as conn:
                 write(conn)
 
+    def set_panel(self, panel: str, *, add: Sequence[str] = (), remove: Sequence[str] = ()) -> None:
+        sa = self.sa
+        with self.engine.begin() as conn:
+            present = {
+                r.twin_id for r in conn.execute(sa.select(self.members.c.twin_id).where(self.members.c.panel == panel))
+            }
+            rows = [{"panel": panel, "twin_id": t} for t in dict.fromkeys(add) if t not in present]
+            if rows:
+                conn.execute(self.members.insert(), rows)
+            if remove:
+                conn.execute(
+                    self.members.delete().where(self.members.c.panel == panel, self.members.c.twin_id.in_(list(remove)))
+                )
+
     def create_session(self, session: Session) -> None:
         with self.engine.begin() as conn:
             conn.execute(self.sessions.insert().values(

@@ -19,7 +19,7 @@ import math
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -41,21 +41,34 @@ class Question:
     id: str
     text: str
     options: tuple[str, ...] = ()
+    numeric: bool = False  # answered with a number: a distribution over the panel's values, and its mean
 
     @property
     def is_choice(self) -> bool:
         return bool(self.options)
 
+    @property
+    def is_structured(self) -> bool:
+        return self.is_choice or self.numeric
+
     @classmethod
     def from_dict(cls, data: Any, *, index: int = 0) -> Question:
         if not isinstance(data, dict):
             raise QuestionError(index, "question", f"expected an object with id and text, got {type(data).__name__}")
-        qid, text, options = data.get("id"), data.get("text"), data.get("options")
+        qid, text, options, kind = data.get("id"), data.get("text"), data.get("options"), data.get("type")
         if not isinstance(qid, str | int) or isinstance(qid, bool) or not str(qid).strip():
             raise QuestionError(index, "id", "is required: a non-empty string")
         if not isinstance(text, str) or not text.strip():
             raise QuestionError(index, "text", "is required: the question's wording")
+        if kind not in (None, "choice", "likert", "numeric", "free"):
+            raise QuestionError(index, "type", f"{kind!r}: use choice, likert, numeric or free")
+        if kind == "numeric":
+            if options is not None:
+                raise QuestionError(index, "options", "a numeric question has no options")
+            return cls(str(qid), text.strip(), numeric=True)
         if options is None:
+            if kind in ("choice", "likert"):
+                raise QuestionError(index, "options", f"a {kind} question needs options")
             return cls(str(qid), text.strip())
         if not isinstance(options, list) or not all(isinstance(o, str) and o.strip() for o in options):
             raise QuestionError(index, "options", "must be a list of non-empty strings (or absent for a free answer)")
@@ -139,8 +152,9 @@ class Weights:
     llm: float = 0.0
     own_consistency: float = 0.75  # P(same answer as last time), the order of GSS test-retest agreement
     features: int = 24  # related questions used by the similar-twins model
-    temper: float = 0.6  # exponent on naive Bayes likelihoods: related questions are not independent
+    temper: float = 0.25  # exponent on naive Bayes likelihoods: related questions are not independent
     min_overlap: int = 8  # twins answering both questions, for one to inform the other
+    # features, temper: best mean accuracy over GSS dev splits (seeds 1-3) in evals/results/calibration.json
 
     def to_dict(self) -> dict[str, float]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -204,6 +218,21 @@ class ChoiceModel:
     # Scores each option given the question and the twin's most relevant answers; None: no LLM part.
     scorer: Callable[[str, Question, list[SurveyAnswer]], Mapping[str, float] | None] | None = None
     _informative: dict[tuple[str, tuple[str, ...]], list[_Related]] = field(default_factory=dict)
+
+    def estimate(self, twin_id: str, question: Question) -> ChoiceAnswer | None:
+        """A numeric answer: a choice over the values the panel gave, answered with its expected value.
+
+        None when nobody in the panel answered the question with numbers: there is nothing to ground it.
+        """
+        key = self.matrix.find_key(question)
+        values = sorted({v for a in self.matrix.by_key.get(key, {}).values() if (v := _number(a.answer)) is not None})
+        if not key or len(values) < 2:
+            return None
+        options = tuple(_format_number(v) for v in values)
+        answer = self.choose(twin_id, Question(question.id, question.text, options))
+        mean = sum(_number(o) * p for o, p in answer.distribution.items())  # type: ignore[operator]
+        text = _format_number(round(mean, 2))
+        return replace(answer, answer=text, reason=answer.reason.replace(f"I'd say {answer.answer}", f"I'd say {text}"))
 
     def choose(
         self, twin_id: str, question: Question, *, llm_scores: Mapping[str, float] | None = None
@@ -331,6 +360,18 @@ def _mutual_information(pairs: Sequence[tuple[str, str]]) -> float:
     right = Counter(b for _, b in pairs)
     mi = sum(c / n * math.log(c * n / (left[a] * right[b])) for (a, b), c in joint.items())
     return mi - (len(left) - 1) * (len(right) - 1) / (2 * n)
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text.replace(",", ""))
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _format_number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def _match(answer: str, options: Sequence[str]) -> str | None:
