@@ -108,9 +108,14 @@ def test_a_twin_with_nothing_to_go_on_gets_the_panel_prior() -> None:
 def test_twins_that_answered_alike_elsewhere_decide_the_answer() -> None:
     table = correlated_panel()
     table["me"] = {"signal": "No", "noise": "Yes"}  # the minority answer on the informative question
-    model = ChoiceModel(AnswerMatrix(answers_for(table)))
-    answer = model.choose("me", Question("target", "Question target?", YES_NO))
+    question = Question("target", "Question target?", YES_NO)
+    # Untempered, one perfectly informative question is decisive...
+    model = ChoiceModel(AnswerMatrix(answers_for(table)), Weights(temper=1.0))
+    answer = model.choose("me", question)
     assert answer.answer == "No" and answer.distribution["No"] > 0.8
+    # ...and the calibrated (tempered) default still turns the majority's prior (0.34 for No) into No.
+    calibrated = ChoiceModel(AnswerMatrix(answers_for(table))).choose("me", question)
+    assert calibrated.answer == "No" and calibrated.distribution["No"] > 0.5
     assert answer.evidence == "similar_twins"
     assert answer.citations[0].event_id == "me-signal"  # the most informative related answer comes first
     assert "signal" in answer.reason or "related questions" in answer.reason
@@ -173,7 +178,7 @@ def test_free_questions_are_refused_by_the_choice_model() -> None:
 def test_numeric_questions_answer_with_the_expected_value_of_similar_twins() -> None:
     table = {f"t{i}": {"signal": "Big" if i % 2 else "Small", "children": "4" if i % 2 else "0"} for i in range(40)}
     table["me"] = {"signal": "Big"}
-    model = ChoiceModel(AnswerMatrix(answers_for(table)))
+    model = ChoiceModel(AnswerMatrix(answers_for(table)), Weights(temper=1.0))
     question = Question.from_dict({"id": "children", "text": "How many children?", "type": "numeric"})
     answer = model.estimate("me", question)
     assert answer is not None and set(answer.distribution) == {"0", "4"}
