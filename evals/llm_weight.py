@@ -14,6 +14,7 @@ import argparse
 import json
 import math
 import random
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -42,7 +43,8 @@ def main() -> None:
     plan = design(panel, Protocol(seed=args.seed))
     matrix = matrix_of(panel, plan)
     # The scorer of the real service: same prompt, same model, no stored twins needed.
-    service = TwinService.from_settings(settings.model_copy(update={"home": args.out.parent / "llm-weight-home"}))
+    scratch = Path(tempfile.mkdtemp(prefix="twinchat-llm-weight-"))
+    service = TwinService.from_settings(settings.model_copy(update={"home": scratch}))
     pairs = [(p, v) for p in plan.test for v in plan.held_out[p]]
     random.Random(args.seed).shuffle(pairs)
     pairs = pairs[: args.pairs]

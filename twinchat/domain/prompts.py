@@ -30,15 +30,20 @@ class PromptTemplate:
             raise PromptError(f"prompt '{self.name}' part '{part}': {exc.message}") from None
 
 
+def read_yaml(path: Path, error: type[ValueError], *, what: str) -> Any:
+    """A YAML data file's content; a missing or malformed file raises ``error`` naming the file."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"{path}: {what} not found") from None
+    except yaml.YAMLError as exc:
+        raise error(f"{path}: invalid YAML: {exc}") from None
+
+
 def load_prompt(prompts_dir: Path, name: str, *, required: tuple[str, ...] = ()) -> PromptTemplate:
     """Load prompts_dir/name.yaml, checking it has a version and every required part."""
     path = prompts_dir / f"{name}.yaml"
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PromptError(f"{path}: prompt file not found (set TWINCHAT_PROMPTS_DIR?)") from None
-    except yaml.YAMLError as exc:
-        raise PromptError(f"{path}: invalid YAML: {exc}") from None
+    data = read_yaml(path, PromptError, what="prompt file (set TWINCHAT_PROMPTS_DIR?)")
     if not isinstance(data, dict) or not isinstance(data.get("version"), int):
         raise PromptError(f"{path}: expected a mapping with an integer 'version'")
     parts = {k: v for k, v in data.items() if k != "version"}
