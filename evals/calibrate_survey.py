@@ -32,7 +32,9 @@ GRID = {
 
 
 def matrix_of(panel: GssPanel, plan: Design) -> AnswerMatrix:
-    return AnswerMatrix(a for r in history(panel, plan) if (a := survey_answer_of(Event.from_record(r.record))))
+    return AnswerMatrix(
+        a for r in history(panel, plan) if (a := survey_answer_of(Event.from_record(r.record)))
+    )
 
 
 def evaluate(panel: GssPanel, plan: Design, matrix: AnswerMatrix, weights: Weights) -> dict[str, float]:
@@ -66,16 +68,28 @@ def main() -> None:
     for values in itertools.product(*GRID.values()):
         setting = dict(zip(GRID, values, strict=True))
         weights = replace(Weights(), **{**setting, "similar": 1.0 - setting["panel"]})
-        scores = [evaluate(panel, plan, matrix, weights) for plan, matrix in zip(plans, matrices, strict=True)]
+        scores = [
+            evaluate(panel, plan, matrix, weights) for plan, matrix in zip(plans, matrices, strict=True)
+        ]
         mean = {k: sum(s[k] for s in scores) / len(scores) for k in ("accuracy", "log_loss")}
         results.append({**setting, **mean})
         print(json.dumps(results[-1]), flush=True)
     best = max(results, key=lambda r: (round(r["accuracy"], 3), -r["log_loss"]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "seeds": args.seeds, "best": best, "grid": GRID, "results": results,
-        "seconds": round(time.perf_counter() - started, 1), "panel": str(args.panel),
-    }, indent=2) + "\n")
+    args.out.write_text(
+        json.dumps(
+            {
+                "seeds": args.seeds,
+                "best": best,
+                "grid": GRID,
+                "results": results,
+                "seconds": round(time.perf_counter() - started, 1),
+                "panel": str(args.panel),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print("best:", json.dumps(best))
 
 

@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from twinchat.config import Settings
-from twinchat.domain.survey import Question
 from twinchat.domain.readers import RawRecord
+from twinchat.domain.survey import Question
 from twinchat.importers.gss import PROFILE_FIELDS, GssPanel, survey_record
 
 VERSION = 1  # bump on any change to the protocol's implementation, so results are never mixed silently
 PANEL = "gss-fidelity"
 _LETTER = re.compile(r"[A-Za-z]")
+
 
 @dataclass(frozen=True)
 class Protocol:
@@ -81,7 +82,9 @@ def design(panel: GssPanel, protocol: Protocol) -> Design:
         if protocol.min_labels <= len(labels) <= protocol.max_labels and share >= protocol.min_share:
             items.append(variable)
             # Most frequent first: ties in a prediction then fall to the commoner answer, deterministically.
-            options[variable] = tuple(label for label, _ in sorted(labels.items(), key=lambda kv: (-kv[1], kv[0])))
+            options[variable] = tuple(
+                label for label, _ in sorted(labels.items(), key=lambda kv: (-kv[1], kv[0]))
+            )
 
     # Unlabelled numeric codes (0, -1: not asked, not applicable) are not answers. A value counts when it has
     # letters or is one of the item's own labels (0 is a real answer to "how many ...").
@@ -101,7 +104,12 @@ def design(panel: GssPanel, protocol: Protocol) -> Design:
 
 
 def run(
-    panel_path: Path, doc_path: Path, out: Path, *, protocol: Protocol, settings: Settings | None = None,
+    panel_path: Path,
+    doc_path: Path,
+    out: Path,
+    *,
+    protocol: Protocol,
+    settings: Settings | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     from twinchat.services import TwinService
@@ -128,36 +136,42 @@ def run(
     pairs = [(p, v) for p in plan.test for v in plan.held_out[p]]
     from tqdm import tqdm
 
-    for person, variable in tqdm(pairs, desc="asking twins", unit="answer", disable=None if progress else True):
+    for person, variable in tqdm(
+        pairs, desc="asking twins", unit="answer", disable=None if progress else True
+    ):
         question = Question(f"gss:{variable}", panel.wording[variable], plan.options[variable])
         answer = service.choose(twin[person], question, model=model)
-        rows.append({
-            "person_id": person,
-            "item": variable,
-            "options": json.dumps(list(plan.options[variable])),
-            "prediction": answer.answer,
-            "actual": plan.answers[(person, 3)][variable],
-            "retest": plan.answers[(person, 2)][variable],
-            "p_prediction": round(answer.distribution[answer.answer], 4),
-            "p_actual": round(answer.distribution.get(plan.answers[(person, 3)][variable], 0.0), 4),
-            "evidence": answer.evidence,
-            "majority": _majority(plan, variable, plan.train),
-            "demographic": _demographic(plan, person, variable),
-            "distribution": json.dumps(answer.distribution),
-        })
+        rows.append(
+            {
+                "person_id": person,
+                "item": variable,
+                "options": json.dumps(list(plan.options[variable])),
+                "prediction": answer.answer,
+                "actual": plan.answers[(person, 3)][variable],
+                "retest": plan.answers[(person, 2)][variable],
+                "p_prediction": round(answer.distribution[answer.answer], 4),
+                "p_actual": round(answer.distribution.get(plan.answers[(person, 3)][variable], 0.0), 4),
+                "evidence": answer.evidence,
+                "majority": _majority(plan, variable, plan.train),
+                "demographic": _demographic(plan, person, variable),
+                "distribution": json.dumps(answer.distribution),
+            }
+        )
 
     summary = score(rows)
-    summary.update({
-        "protocol": {**protocol.__dict__, "version": VERSION},
-        "n_test_persons": len(plan.test),
-        "n_train_persons": len(plan.train),
-        "n_eligible_items": len(plan.items),
-        "events_ingested": report.stored,
-        "weights": service.survey_weights.to_dict(),
-        "ingest_seconds": round(ingest_seconds, 1),
-        "total_seconds": round(time.perf_counter() - started, 1),
-        "panel_file": str(panel_path),
-    })
+    summary.update(
+        {
+            "protocol": {**protocol.__dict__, "version": VERSION},
+            "n_test_persons": len(plan.test),
+            "n_train_persons": len(plan.train),
+            "n_eligible_items": len(plan.items),
+            "events_ingested": report.stored,
+            "weights": service.survey_weights.to_dict(),
+            "ingest_seconds": round(ingest_seconds, 1),
+            "total_seconds": round(time.perf_counter() - started, 1),
+            "panel_file": str(panel_path),
+        }
+    )
     _write(out, rows, summary)
     return summary
 
@@ -171,7 +185,9 @@ def history(panel: GssPanel, plan: Design) -> Iterator[RawRecord]:
             values = plan.answers.get((person, wave), {})
             for variable in variables:
                 if variable in values and variable not in hidden:
-                    record = survey_record(f"gss-{person}", variable, panel.wording[variable], values[variable], wave)
+                    record = survey_record(
+                        f"gss-{person}", variable, panel.wording[variable], values[variable], wave
+                    )
                     yield RawRecord(str(panel.path), None, record)
 
 
@@ -191,9 +207,12 @@ def score(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         by_item.setdefault(r["item"], []).append(r)
     tvd_twins = [_tvd([r["prediction"] for r in g], [r["actual"] for r in g]) for g in by_item.values()]
     tvd_majority = [_tvd([r["majority"] for r in g], [r["actual"] for r in g]) for g in by_item.values()]
-    brier = sum(
-        sum((p - (o == r["actual"])) ** 2 for o, p in json.loads(r["distribution"]).items()) for r in rows
-    ) / n
+    brier = (
+        sum(
+            sum((p - (o == r["actual"])) ** 2 for o, p in json.loads(r["distribution"]).items()) for r in rows
+        )
+        / n
+    )
     return {
         "accuracy": round(accuracy, 4),
         "retest": round(retest, 4),
@@ -247,7 +266,9 @@ def _cell(plan: Design, person: str) -> tuple[str, str, str]:
     age = int(age_text) if age_text.isdigit() else None
     band = "?" if age is None else "<35" if age < 35 else "35-54" if age < 55 else "55+"
     degree = _latest(plan, person, "degree") or "?"
-    schooling = "hs-or-less" if degree in ("Lt High School", "High School") else "more" if degree != "?" else "?"
+    schooling = (
+        "hs-or-less" if degree in ("Lt High School", "High School") else "more" if degree != "?" else "?"
+    )
     return sex, band, schooling
 
 

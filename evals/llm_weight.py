@@ -56,8 +56,12 @@ def main() -> None:
     for person, variable in pairs:
         question = Question(f"gss:{variable}", panel.wording[variable], plan.options[variable])
         twin = f"gss-{person}"
-        _, used = collector._similar(twin, collector.matrix.find_key(question), question.options,
-                                     collector._panel_prior(question.id, question.options, exclude=twin))
+        _, used = collector._similar(
+            twin,
+            collector.matrix.find_key(question),
+            question.options,
+            collector._panel_prior(question.id, question.options, exclude=twin),
+        )
         scores = service._score_options(twin, question, [a for a, _ in used[:8]])
         scored.append((twin, question, scores, plan.answers[(person, 3)][variable]))
     llm_seconds = time.perf_counter() - started
@@ -77,11 +81,21 @@ def main() -> None:
         results.append({"llm_weight": weight, "accuracy": hits / len(scored), "log_loss": loss / len(scored)})
         print(json.dumps(results[-1]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "model": settings.llm, "seed": args.seed, "pairs": len(scored), "results": results,
-        "note": "llm_weight 1.0 row: the LLM's own argmax alone", "weights": base.to_dict(),
-        "scoring_seconds": round(llm_seconds, 1),
-    }, indent=2) + "\n")
+    args.out.write_text(
+        json.dumps(
+            {
+                "model": settings.llm,
+                "seed": args.seed,
+                "pairs": len(scored),
+                "results": results,
+                "note": "llm_weight 1.0 row: the LLM's own argmax alone",
+                "weights": base.to_dict(),
+                "scoring_seconds": round(llm_seconds, 1),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
 
 
 if __name__ == "__main__":

@@ -54,10 +54,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--source", help="source for events that name none (purchase, crm, support, review, ...)")
     p.add_argument("--panel", help="put every twin touched into this panel")
     p.add_argument(
-        "--format", choices=["auto", "events", "online-retail"], default="auto",
+        "--format",
+        choices=["auto", "events", "online-retail"],
+        default="auto",
         help="events: twinchat's event files; online-retail: UCI Online Retail purchase lines (auto: by header)",
     )
-    p.add_argument("--per", choices=["invoice", "line"], default="invoice", help="online-retail: one event per ...")
+    p.add_argument(
+        "--per", choices=["invoice", "line"], default="invoice", help="online-retail: one event per ..."
+    )
     p.add_argument("--customers", type=int, help="online-retail: only the N customers with the most invoices")
     p.add_argument("--report", type=Path, help="write the full ingestion report as JSON to this file")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -85,12 +89,18 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("chat", help="a conversation with a twin that remembers what was said (simulated)")
     p.add_argument("twin_id", metavar="TWIN_ID")
     p.add_argument("--session", help="continue this session (its id is printed when one starts)")
-    p.add_argument("--message", "-m", help="send one message and exit, instead of an interactive conversation")
+    p.add_argument(
+        "--message", "-m", help="send one message and exit, instead of an interactive conversation"
+    )
     p.add_argument("--json", action="store_true", help="with --message: print the answer and session as JSON")
     p.set_defaults(run=_chat)
 
-    p = sub.add_parser("survey", help="run a questionnaire over a panel or a list of twins (simulated answers)")
-    p.add_argument("questions", type=Path, metavar="QUESTIONS.json", help='a list of {"id", "text", "options"?}')
+    p = sub.add_parser(
+        "survey", help="run a questionnaire over a panel or a list of twins (simulated answers)"
+    )
+    p.add_argument(
+        "questions", type=Path, metavar="QUESTIONS.json", help='a list of {"id", "text", "options"?}'
+    )
     who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--panel", help="every twin of this panel")
     who.add_argument("--twins", help="comma-separated twin ids")
@@ -100,7 +110,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluations (see evals/)")
     evals = p.add_subparsers(dest="evaluation", metavar="NAME", required=True)
     e = evals.add_parser("fidelity", help="twin fidelity on a GSS-format panel (BENCHMARKS.md section 1)")
-    e.add_argument("--panel", type=Path, help="panel CSV(.gz), one row per person and wave (default: shared GSS)")
+    e.add_argument(
+        "--panel", type=Path, help="panel CSV(.gz), one row per person and wave (default: shared GSS)"
+    )
     e.add_argument("--doc", type=Path, help="variable documentation CSV (default: shared GSS)")
     e.add_argument("--test-persons", type=int, default=50)
     e.add_argument("--train-persons", type=int, default=150)
@@ -121,8 +133,12 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_serve)
 
     p = sub.add_parser("demo", help="build demo twins from the Online Retail sample, then serve them")
-    p.add_argument("--customers", type=int, default=60, help="how many of the most active customers to import")
-    p.add_argument("--data", type=Path, help="the Online Retail CSV (default: TWINCHAT_DATA_DIR/online_retail/...)")
+    p.add_argument(
+        "--customers", type=int, default=60, help="how many of the most active customers to import"
+    )
+    p.add_argument(
+        "--data", type=Path, help="the Online Retail CSV (default: TWINCHAT_DATA_DIR/online_retail/...)"
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--no-serve", action="store_true", help="build the twins and stop")
@@ -159,7 +175,9 @@ def _ingest(args: argparse.Namespace) -> int:
         from twinchat.domain.readers import UnreadableInput
 
         try:
-            service.ingest_records(importer.records(), panel=args.panel, report=report, progress=True, label=path.name)
+            service.ingest_records(
+                importer.records(), panel=args.panel, report=report, progress=True, label=path.name
+            )
         except UnreadableInput as exc:
             report.unreadable.append(str(exc))
         for reason, n in importer.skipped.items():
@@ -193,7 +211,10 @@ def _print_report(report: IngestReport, skipped: dict[str, int], *, as_json: boo
     for problem in report.rejected[:MAX_PROBLEMS_SHOWN]:
         print(f"rejected {problem}", file=sys.stderr)
     if len(report.rejected) > MAX_PROBLEMS_SHOWN:
-        print(f"... and {len(report.rejected) - MAX_PROBLEMS_SHOWN} more (--report FILE lists all)", file=sys.stderr)
+        print(
+            f"... and {len(report.rejected) - MAX_PROBLEMS_SHOWN} more (--report FILE lists all)",
+            file=sys.stderr,
+        )
     for message in report.unreadable:
         print(f"unreadable {message}", file=sys.stderr)
 
@@ -259,16 +280,24 @@ def _chat(args: argparse.Namespace) -> int:
     service = _service()
     session = service.session(args.session) if args.session else service.start_session(args.twin_id)
     if session.twin_id != args.twin_id:
-        raise ValueError(f"session {session.session_id} belongs to twin {session.twin_id}, not {args.twin_id}")
+        raise ValueError(
+            f"session {session.session_id} belongs to twin {session.twin_id}, not {args.twin_id}"
+        )
     if args.message is not None:
         answer = service.chat(session.session_id, args.message)
         if args.json:
-            print(json.dumps({**answer.to_dict(), "session_id": session.session_id}, indent=2, ensure_ascii=False))
+            print(
+                json.dumps(
+                    {**answer.to_dict(), "session_id": session.session_id}, indent=2, ensure_ascii=False
+                )
+            )
         else:
             print(answer.answer)
             print(f"[session {session.session_id}; simulated]")
         return 0
-    print(f"session {session.session_id} with twin {args.twin_id}; answers are simulated. Empty line or Ctrl-D ends.")
+    print(
+        f"session {session.session_id} with twin {args.twin_id}; answers are simulated. Empty line or Ctrl-D ends."
+    )
     while True:
         try:
             message = input("you> ").strip()
@@ -296,7 +325,9 @@ def _survey(args: argparse.Namespace) -> int:
         print(f"twinchat: error: {args.questions}: cannot read the questions ({exc})", file=sys.stderr)
         return 2
     if not isinstance(data, list) or not data:
-        print(f"twinchat: error: {args.questions}: expected a non-empty JSON list of questions", file=sys.stderr)
+        print(
+            f"twinchat: error: {args.questions}: expected a non-empty JSON list of questions", file=sys.stderr
+        )
         return 2
     try:
         questions = [Question.from_dict(q, index=i) for i, q in enumerate(data)]
@@ -310,7 +341,9 @@ def _survey(args: argparse.Namespace) -> int:
         return 1
     records = list(service.survey(questions, [t.strip() for t in twin_ids if t.strip()], progress=True))
     _write_records(args.out, records)
-    print(f"{len(records)} simulated answers of {len(twin_ids)} twins to {len(questions)} questions -> {args.out}")
+    print(
+        f"{len(records)} simulated answers of {len(twin_ids)} twins to {len(questions)} questions -> {args.out}"
+    )
     return 0
 
 
@@ -321,14 +354,25 @@ def _write_records(out: Path, records: list[dict]) -> None:
         return
     import csv
 
-    columns = ["twin_id", "question_id", "answer", "distribution", "citations", "reason", "evidence", "simulated"]
+    columns = [
+        "twin_id",
+        "question_id",
+        "answer",
+        "distribution",
+        "citations",
+        "reason",
+        "evidence",
+        "simulated",
+    ]
     with out.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for record in records:
             row = dict(record)
             for key in ("distribution", "citations"):
-                row[key] = json.dumps(record.get(key, {} if key == "distribution" else []), ensure_ascii=False)
+                row[key] = json.dumps(
+                    record.get(key, {} if key == "distribution" else []), ensure_ascii=False
+                )
             writer.writerow(row)
 
 
@@ -344,7 +388,14 @@ def _eval_fidelity(args: argparse.Namespace) -> int:
         else Protocol(args.test_persons, args.train_persons, args.items_per_person, args.seed)
     )
     summary = run(panel, doc, args.out, protocol=protocol, settings=settings)
-    keys = ("accuracy", "retest", "normalized_accuracy", "majority_baseline", "demographic_baseline", "n_pairs")
+    keys = (
+        "accuracy",
+        "retest",
+        "normalized_accuracy",
+        "majority_baseline",
+        "demographic_baseline",
+        "n_pairs",
+    )
     print(json.dumps({k: summary[k] for k in keys}, indent=2))
     print(f"wrote {args.out / 'predictions.csv'} and {args.out / 'summary.json'}")
     return 0
@@ -385,8 +436,10 @@ def _print_profile(document: dict) -> None:
             print(f"            {buys['cancellations']} cancellations ({money(buys['cancelled_value'])})")
         rfm = buys["rfm"]
         recency = "unknown" if rfm["recency_days"] is None else f"{rfm['recency_days']} days"
-        print(f"rfm         recency {recency} (before {rfm['reference_date']}), "
-              f"frequency {rfm['frequency']}, monetary {money(rfm['monetary'])}")
+        print(
+            f"rfm         recency {recency} (before {rfm['reference_date']}), "
+            f"frequency {rfm['frequency']}, monetary {money(rfm['monetary'])}"
+        )
         categories = buys["favourite_categories"]
         print("categories  " + ", ".join(f"{c['category']} {c['count']}" for c in categories))
         print("countries   " + ", ".join(f"{country} {n}" for country, n in buys["countries"].items()))
@@ -428,8 +481,10 @@ def _demo(args: argparse.Namespace) -> int:
     settings = _settings()
     path = args.data or settings.data_dir / "online_retail" / "online_retail_sample.csv"
     if not path.is_file():
-        print(f"twinchat: error: the Online Retail sample is not at {path}; pass --data or set TWINCHAT_DATA_DIR",
-              file=sys.stderr)
+        print(
+            f"twinchat: error: the Online Retail sample is not at {path}; pass --data or set TWINCHAT_DATA_DIR",
+            file=sys.stderr,
+        )
         return 2
     service = _service(settings)
     print(f"building demo twins of the {args.customers} most active customers in {path} ...")
@@ -439,11 +494,13 @@ def _demo(args: argparse.Namespace) -> int:
     twins = service.twins(panel=DEMO_PANEL)
     example = twins[0].twin_id if twins else "TWIN_ID"
     print(f"\n{len(twins)} twins in panel '{DEMO_PANEL}' under {settings.home}. Try:")
-    print(f"  twinchat ask {example} \"What do you usually buy from us?\"")
+    print(f'  twinchat ask {example} "What do you usually buy from us?"')
     if args.no_serve:
         return 0
-    print(f"  curl -s http://{args.host}:{args.port}/v1/twins/{example}/ask -H 'content-type: application/json' "
-          "-d '{\"question\": \"What do you usually buy?\"}'\n")
+    print(
+        f"  curl -s http://{args.host}:{args.port}/v1/twins/{example}/ask -H 'content-type: application/json' "
+        '-d \'{"question": "What do you usually buy?"}\'\n'
+    )
     from twinchat.api.app import serve
 
     serve(settings, host=args.host, port=args.port, service=service)

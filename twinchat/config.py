@@ -76,7 +76,9 @@ class Settings(BaseSettings):
     def _refuse_unsafe_production(self) -> Settings:
         if self.env == "production" and self.llm.startswith("openai:") and not self.openai_base_url:
             # In production an unset base URL silently means api.openai.com: make that a conscious choice.
-            raise ValueError("TWINCHAT_ENV=production with an openai: LLM needs OPENAI_BASE_URL set explicitly")
+            raise ValueError(
+                "TWINCHAT_ENV=production with an openai: LLM needs OPENAI_BASE_URL set explicitly"
+            )
         return self
 
     @property

@@ -16,7 +16,9 @@ def make_embedder(settings: Settings) -> Embedder:
         from twinchat.testing import HashEmbedder
 
         return HashEmbedder(int(target) if target else 256)
-    raise ValueError(f"unknown TWINCHAT_EMBEDDER {settings.embedder!r}: use sentence-transformers:<model> or hash")
+    raise ValueError(
+        f"unknown TWINCHAT_EMBEDDER {settings.embedder!r}: use sentence-transformers:<model> or hash"
+    )
 
 
 def make_store(settings: Settings, embedder: Embedder) -> MemoryStore:
@@ -26,7 +28,9 @@ def make_store(settings: Settings, embedder: Embedder) -> MemoryStore:
     spec = settings.store_spec
     if spec.startswith("chroma:"):
         settings.home.mkdir(parents=True, exist_ok=True)
-    return ChromaMemoryStore(make_client(spec), CachedEmbeddings(embedder, cache_size=4 * settings.batch_size))
+    return ChromaMemoryStore(
+        make_client(spec), CachedEmbeddings(embedder, cache_size=4 * settings.batch_size)
+    )
 
 
 def make_registry(settings: Settings) -> TwinRegistry:

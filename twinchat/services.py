@@ -19,6 +19,9 @@ from twinchat.domain.persona import PersonaPrompter, sanitize
 from twinchat.domain.profile import Profile, ProfileVersionError, summarize, summary_author
 from twinchat.domain.profile import update as update_profile
 from twinchat.domain.prompts import PromptTemplate, load_prompt
+from twinchat.domain.readers import RawRecord, RowProblem, UnreadableInput, count_rows, read_records
+from twinchat.domain.retrieval import LexicalIndexCache, RetrievalPolicy, ScoredMemory
+from twinchat.domain.sessions import Session, Turn, new_session_id, now
 from twinchat.domain.survey import (
     AnswerMatrix,
     ChoiceAnswer,
@@ -28,9 +31,6 @@ from twinchat.domain.survey import (
     Weights,
     survey_answer_of,
 )
-from twinchat.domain.sessions import Session, Turn, new_session_id, now
-from twinchat.domain.readers import RawRecord, RowProblem, UnreadableInput, count_rows, read_records
-from twinchat.domain.retrieval import LexicalIndexCache, RetrievalPolicy, ScoredMemory
 from twinchat.ports import ChatModel, Embedder, MemoryStore, TokenCounter, TwinRegistry
 
 
@@ -136,14 +136,24 @@ class TwinService:
     # --- ingestion -----------------------------------------------------------------------------------
 
     def ingest_files(
-        self, paths: Sequence[Path], *, source: str | None = None, panel: str | None = None, progress: bool = True
+        self,
+        paths: Sequence[Path],
+        *,
+        source: str | None = None,
+        panel: str | None = None,
+        progress: bool = True,
     ) -> IngestReport:
         report = IngestReport()
         for path in paths:
             try:
                 total = count_rows(path) if path.is_file() else None
                 self.ingest_records(
-                    read_records(path), source=source, panel=panel, report=report, progress=progress, total=total,
+                    read_records(path),
+                    source=source,
+                    panel=panel,
+                    report=report,
+                    progress=progress,
+                    total=total,
                     label=path.name,
                 )
             except UnreadableInput as exc:
@@ -182,7 +192,9 @@ class TwinService:
             self._store_batch(batch, panel, report)
         return report
 
-    def _store_batch(self, batch: list[tuple[RawRecord, Event]], panel: str | None, report: IngestReport) -> None:
+    def _store_batch(
+        self, batch: list[tuple[RawRecord, Event]], panel: str | None, report: IngestReport
+    ) -> None:
         by_twin: dict[str, list[tuple[RawRecord, Event]]] = {}
         for raw, event in batch:
             by_twin.setdefault(event.customer_id, []).append((raw, event))
@@ -201,7 +213,9 @@ class TwinService:
                     # Never overwrite what is stored: the record is refused, the stored event kept.
                     report.rejected.append(
                         RowProblem(
-                            raw.file, raw.line, "event_id",
+                            raw.file,
+                            raw.line,
+                            "event_id",
                             f"{event.event_id!r} is already stored with a different text; give this event its own id",
                             raw.item,
                         )
@@ -224,7 +238,7 @@ class TwinService:
     # --- twins ---------------------------------------------------------------------------------------
 
     def twins(self, *, panel: str | None = None) -> list[Twin]:
-        return self.registry.list(panel=panel)
+        return self.registry.list_twins(panel=panel)
 
     def twin(self, twin_id: str) -> Twin:
         twin = self.registry.get(twin_id)
@@ -315,16 +329,22 @@ class TwinService:
         asked = now()
         answer: Answer | None = None
         for part in self.ask_stream(
-            session.twin_id, message, conversation=session.conversation(), query=session.retrieval_query(message)
+            session.twin_id,
+            message,
+            conversation=session.conversation(),
+            query=session.retrieval_query(message),
         ):
             if isinstance(part, Answer):
                 answer = part
             yield part
         assert answer is not None
-        self.registry.append_turns(session_id, [
-            Turn("user", message, asked),
-            Turn("assistant", answer.answer, now(), [c.event_id for c in answer.citations]),
-        ])
+        self.registry.append_turns(
+            session_id,
+            [
+                Turn("user", message, asked),
+                Turn("assistant", answer.answer, now(), [c.event_id for c in answer.citations]),
+            ],
+        )
 
     def chat(self, session_id: str, message: str) -> Answer:
         parts = list(self.chat_stream(session_id, message))
@@ -337,7 +357,7 @@ class TwinService:
     def choice_model(self, twin_ids: Sequence[str]) -> ChoiceModel:
         """The structured-answer model over the panels these twins belong to (every twin when in none)."""
         panels = {p for t in twin_ids for p in self.twin(t).panels}
-        scope = sorted({t.twin_id for p in panels for t in self.registry.list(panel=p)} | set(twin_ids))
+        scope = sorted({t.twin_id for p in panels for t in self.registry.list_twins(panel=p)} | set(twin_ids))
         answers = self.registry.survey_answers(twin_ids=scope if panels else None)
         scorer = self._score_options if self.survey_weights.llm > 0 else None
         return ChoiceModel(AnswerMatrix(answers), self.survey_weights, scorer=scorer)
@@ -350,12 +370,21 @@ class TwinService:
         self, twin_id: str, question: Question, answers: list[SurveyAnswer]
     ) -> dict[str, float] | None:
         template = load_prompt(self.settings.prompts_dir, "choice", required=("system", "user"))
-        clean = [SurveyAnswer(a.twin_id, a.key, sanitize(a.question), sanitize(a.answer), a.event_id) for a in answers]
+        clean = [
+            SurveyAnswer(a.twin_id, a.key, sanitize(a.question), sanitize(a.answer), a.event_id)
+            for a in answers
+        ]
         messages = [
             Message("system", template.render("system", twin_id=sanitize(twin_id))),
-            Message("user", template.render(
-                "user", answers=clean, question=sanitize(question.text), options=[sanitize(o) for o in question.options]
-            )),
+            Message(
+                "user",
+                template.render(
+                    "user",
+                    answers=clean,
+                    question=sanitize(question.text),
+                    options=[sanitize(o) for o in question.options],
+                ),
+            ),
         ]
         return self.chat_model.score_options(messages, question.options)
 
@@ -372,7 +401,9 @@ class TwinService:
             self.twin(t)
         model = self.choice_model(twin_ids) if any(q.is_structured for q in questions) else None
         pairs = [(t, q) for t in twin_ids for q in questions]
-        for twin_id, question in _progress(pairs, enabled=progress, total=len(pairs), label="survey", unit="answer"):
+        for twin_id, question in _progress(
+            pairs, enabled=progress, total=len(pairs), label="survey", unit="answer"
+        ):
             structured = None
             if model is not None and question.is_choice:
                 structured = model.choose(twin_id, question)
@@ -383,8 +414,12 @@ class TwinService:
             else:
                 answer = self.ask(twin_id, question.text)
                 record = {
-                    "twin_id": twin_id, "question_id": question.id, "answer": answer.answer, "distribution": {},
-                    "citations": [c.to_dict() for c in answer.citations], "abstained": answer.abstained,
+                    "twin_id": twin_id,
+                    "question_id": question.id,
+                    "answer": answer.answer,
+                    "distribution": {},
+                    "citations": [c.to_dict() for c in answer.citations],
+                    "abstained": answer.abstained,
                     "simulated": True,
                 }
             yield record
@@ -395,9 +430,14 @@ class TwinService:
     def retrieval_policy(self) -> RetrievalPolicy:
         s = self.settings
         return RetrievalPolicy(
-            w_dense=s.weight_dense, w_lexical=s.weight_lexical, w_recency=s.weight_recency,
-            w_importance=s.weight_importance, half_life_days=s.recency_half_life_days,
-            candidates=s.retrieval_candidates, k=s.top_k, min_relevance=s.min_relevance,
+            w_dense=s.weight_dense,
+            w_lexical=s.weight_lexical,
+            w_recency=s.weight_recency,
+            w_importance=s.weight_importance,
+            half_life_days=s.recency_half_life_days,
+            candidates=s.retrieval_candidates,
+            k=s.top_k,
+            min_relevance=s.min_relevance,
             min_lexical_share=s.min_lexical_share,
         )
 
@@ -454,7 +494,13 @@ class TwinService:
             pieces.append(piece)
             yield piece
         text, citations = self.prompter.citations("".join(pieces).strip(), prompt.evidence)
-        yield Answer(twin_id, text or self.prompter.abstain_text, citations, abstained=False, model=self.chat_model.name)
+        yield Answer(
+            twin_id,
+            text or self.prompter.abstain_text,
+            citations,
+            abstained=False,
+            model=self.chat_model.name,
+        )
 
 
 def _profile_from(document: dict[str, Any] | None) -> Profile | None:
@@ -464,7 +510,9 @@ def _profile_from(document: dict[str, Any] | None) -> Profile | None:
         return None  # written by another profile version: rebuilt from the events
 
 
-def _progress(items: Iterable[T], *, enabled: bool, total: int | None, label: str, unit: str = "row") -> Iterable[T]:
+def _progress(
+    items: Iterable[T], *, enabled: bool, total: int | None, label: str, unit: str = "row"
+) -> Iterable[T]:
     if not enabled:
         return items
     from tqdm import tqdm

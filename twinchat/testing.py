@@ -10,10 +10,15 @@ import math
 import re
 from collections import deque
 from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from twinchat.domain.events import Event
 from twinchat.domain.models import Memory, Message
 from twinchat.ports import ChatModel, Embedder, MemoryStore, TokenCounter
+
+if TYPE_CHECKING:
+    from twinchat.services import TwinService
 
 _WORD = re.compile(r"[a-z0-9]+")
 
@@ -36,11 +41,12 @@ class FakeChatModel(ChatModel):
     def enqueue(self, *replies: str) -> None:
         self.replies.extend(replies)
 
-    def stream(self, messages: Sequence[Message], *, max_tokens: int, temperature: float = 0.0) -> Iterator[str]:
+    def stream(
+        self, messages: Sequence[Message], *, max_tokens: int, temperature: float = 0.0
+    ) -> Iterator[str]:
         self.calls.append(list(messages))
         reply = self.replies.popleft() if self.replies else self.default
-        for word in re.findall(r"\S+\s*", reply):
-            yield word
+        yield from re.findall(r"\S+\s*", reply)
 
 
 class HashEmbedder(Embedder):
@@ -104,3 +110,24 @@ class InMemoryStore(MemoryStore):
 
     def delete_twin(self, twin_id: str) -> None:
         self._data.pop(twin_id, None)
+
+
+def fake_service(home: Path, *, chat_model: ChatModel | None = None, **settings: Any) -> TwinService:
+    """A TwinService on fakes (hash embedder, in-memory store, word counts) with real SQLite metadata.
+
+    >>> import tempfile
+    >>> service = fake_service(Path(tempfile.mkdtemp()), chat_model=FakeChatModel(["Yes [E1]."]))
+    >>> service.twins()
+    []
+    """
+    from twinchat.adapters.sql_registry import SqlTwinRegistry
+    from twinchat.config import Settings
+    from twinchat.services import TwinService
+
+    return TwinService(
+        Settings(home=home, **settings),
+        store=InMemoryStore(HashEmbedder()),
+        registry=SqlTwinRegistry(f"sqlite:///{home / 'meta.db'}"),
+        counter=WordCounter(),
+        chat_model=chat_model or FakeChatModel(),
+    )

@@ -21,20 +21,48 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # A small, realistic history: three customers with purchases, support, reviews and a survey answer.
 HISTORY = [
-    {"customer_id": "C-100", "text": "Bought a 3 tier regency cake stand and a set of cake tins", "source": "purchase",
-     "timestamp": "2011-03-02"},
-    {"customer_id": "C-100", "text": "Support ticket: the cake stand arrived with a chipped plate, asked for a refund",
-     "source": "support", "timestamp": "2011-03-09"},
-    {"customer_id": "C-100", "text": "Review of the cake stand: lovely design but fragile, 3 out of 5", "source": "review",
-     "timestamp": "2011-03-20"},
-    {"customer_id": "C-200", "text": "Bought twelve white hanging heart tealight holders", "source": "purchase",
-     "timestamp": "2011-01-12"},
-    {"customer_id": "C-200", "text": "Survey: prefers delivery on Saturdays and pays by card", "source": "survey",
-     "timestamp": "2011-02-01"},
-    {"customer_id": "C-300", "text": "Bought a child's garden rake and a watering can", "source": "purchase",
-     "timestamp": "2011-05-13"},
-    {"customer_id": "C-300", "text": "Posted on social media: love gardening with my kids every weekend",
-     "source": "social", "timestamp": "2011-05-20"},
+    {
+        "customer_id": "C-100",
+        "text": "Bought a 3 tier regency cake stand and a set of cake tins",
+        "source": "purchase",
+        "timestamp": "2011-03-02",
+    },
+    {
+        "customer_id": "C-100",
+        "text": "Support ticket: the cake stand arrived with a chipped plate, asked for a refund",
+        "source": "support",
+        "timestamp": "2011-03-09",
+    },
+    {
+        "customer_id": "C-100",
+        "text": "Review of the cake stand: lovely design but fragile, 3 out of 5",
+        "source": "review",
+        "timestamp": "2011-03-20",
+    },
+    {
+        "customer_id": "C-200",
+        "text": "Bought twelve white hanging heart tealight holders",
+        "source": "purchase",
+        "timestamp": "2011-01-12",
+    },
+    {
+        "customer_id": "C-200",
+        "text": "Survey: prefers delivery on Saturdays and pays by card",
+        "source": "survey",
+        "timestamp": "2011-02-01",
+    },
+    {
+        "customer_id": "C-300",
+        "text": "Bought a child's garden rake and a watering can",
+        "source": "purchase",
+        "timestamp": "2011-05-13",
+    },
+    {
+        "customer_id": "C-300",
+        "text": "Posted on social media: love gardening with my kids every weekend",
+        "source": "social",
+        "timestamp": "2011-05-20",
+    },
 ]
 
 

@@ -39,9 +39,13 @@ def assert_stayed_offline(env: dict[str, str]) -> None:
     assert not log.exists() or not log.read_text().strip(), f"network use beyond loopback: {log.read_text()}"
 
 
-def test_ingest_then_ask_from_the_command_line_offline(env: dict[str, str], history_file: Path, tmp_path: Path) -> None:
+def test_ingest_then_ask_from_the_command_line_offline(
+    env: dict[str, str], history_file: Path, tmp_path: Path
+) -> None:
     bad = tmp_path / "bad.csv"
-    bad.write_text("customer_id,text,timestamp\nC-100,Bought oven gloves,2011-04-01\n,no customer,\nC-100,,2011-04-02\n")
+    bad.write_text(
+        "customer_id,text,timestamp\nC-100,Bought oven gloves,2011-04-01\n,no customer,\nC-100,,2011-04-02\n"
+    )
 
     ok = twinchat(env, "ingest", str(history_file), "--panel", "pilot")
     assert ok.returncode == 0, ok.stderr
@@ -77,8 +81,11 @@ def test_serve_answers_over_http(env: dict[str, str], history_file: Path) -> Non
     assert twinchat(env, "ingest", str(history_file)).returncode == 0
     port = free_port()
     server = subprocess.Popen(
-        [PYTHON, "-m", "twinchat.cli", "serve", "--port", str(port)], env=env, cwd=ROOT,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [PYTHON, "-m", "twinchat.cli", "serve", "--port", str(port)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -86,15 +93,21 @@ def test_serve_answers_over_http(env: dict[str, str], history_file: Path) -> Non
         assert httpx.get(f"{base}/healthz").json()["status"] == "ok"
         assert [t["twin_id"] for t in httpx.get(f"{base}/v1/twins").json()] == ["C-100", "C-200", "C-300"]
 
-        reply = httpx.post(f"{base}/v1/twins/C-100/ask", json={"question": "How was the cake stand?"}, timeout=120)
+        reply = httpx.post(
+            f"{base}/v1/twins/C-100/ask", json={"question": "How was the cake stand?"}, timeout=120
+        )
         assert reply.status_code == 200
         assert reply.json()["simulated"] is True and reply.json()["citations"]
 
         with httpx.stream(
-            "POST", f"{base}/v1/twins/C-100/ask", json={"question": "How was the cake stand?", "stream": True},
+            "POST",
+            f"{base}/v1/twins/C-100/ask",
+            json={"question": "How was the cake stand?", "stream": True},
             timeout=120,
         ) as stream:
-            events = [line.removeprefix("event: ") for line in stream.iter_lines() if line.startswith("event: ")]
+            events = [
+                line.removeprefix("event: ") for line in stream.iter_lines() if line.startswith("event: ")
+            ]
         assert events.count("answer") == 1 and events[-1] == "answer" and "token" in events
 
         assert httpx.post(f"{base}/v1/twins/nobody/ask", json={"question": "hi"}).status_code == 404

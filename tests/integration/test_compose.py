@@ -30,11 +30,14 @@ def test_compose_file_wires_api_to_chroma_and_the_llm_server() -> None:
 
 
 @pytest.mark.slow
-def test_twins_live_in_a_chroma_server_run_by_the_compose_command(tmp_path: Path, embedder, history_file: Path) -> None:
+def test_twins_live_in_a_chroma_server_run_by_the_compose_command(
+    tmp_path: Path, embedder, history_file: Path
+) -> None:
     port = free_port()
     server = subprocess.Popen(
         compose_command("chroma", port=port, path=tmp_path / "chroma"),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         wait_http(f"http://127.0.0.1:{port}/api/v2/heartbeat", process=server)

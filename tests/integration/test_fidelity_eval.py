@@ -27,7 +27,12 @@ def write_panel(folder: Path, persons: int = 40) -> tuple[Path, Path]:
     for p in range(persons):
         signal = "Happy" if p % 2 else "Sad"
         for wave in (1, 2, 3):
-            row = {"firstid": f"{p:04d}", "wave": f"{wave}.0", "ballot": "Ballot a", "sex": "Male" if p % 3 else "Female"}
+            row = {
+                "firstid": f"{p:04d}",
+                "wave": f"{wave}.0",
+                "ballot": "Ballot a",
+                "sex": "Male" if p % 3 else "Female",
+            }
             row["signal"] = signal
             row["echo"] = signal
             row["noise"] = rng.choice(["Left", "Right"])
@@ -39,7 +44,13 @@ def write_panel(folder: Path, persons: int = 40) -> tuple[Path, Path]:
             else:
                 row["mood"] = signal
             if p == persons - 1 and wave == 3:
-                row = {"firstid": row["firstid"], "wave": "3.0", "ballot": "Ballot a", "signal": "0", "noise": "-1"}
+                row = {
+                    "firstid": row["firstid"],
+                    "wave": "3.0",
+                    "ballot": "Ballot a",
+                    "signal": "0",
+                    "noise": "-1",
+                }
             rows.append(row)
     columns = ["firstid", "wave", "ballot", "sex", "signal", "echo", "noise", "vote", "mood"]
     panel = folder / "panel.csv.gz"
@@ -63,11 +74,19 @@ def write_panel(folder: Path, persons: int = 40) -> tuple[Path, Path]:
 
 def test_the_protocol_selects_persons_items_and_held_out_pairs_as_specified(tmp_path: Path) -> None:
     panel_path, doc = write_panel(tmp_path)
-    plan = design(GssPanel.load(panel_path, doc), Protocol(test_persons=10, train_persons=20, items_per_person=3))
+    plan = design(
+        GssPanel.load(panel_path, doc), Protocol(test_persons=10, train_persons=20, items_per_person=3)
+    )
     assert "0039" not in plan.test + plan.train  # no wave 3: never selected
-    assert set(plan.items) == {"signal", "echo", "noise", "vote", "mood"}  # no admin (ballot), no profile (sex)
+    assert set(plan.items) == {
+        "signal",
+        "echo",
+        "noise",
+        "vote",
+        "mood",
+    }  # no admin (ballot), no profile (sex)
     assert len(plan.test) == 10 and len(plan.train) == 20 and not set(plan.test) & set(plan.train)
-    for person, items in plan.held_out.items():
+    for items in plan.held_out.values():
         assert "vote" not in items  # wave 2 holds a placeholder, not an answer
         assert len(items) == 3
 
@@ -88,7 +107,9 @@ def test_twins_reach_the_known_answer_and_scores_are_exact(tmp_path: Path) -> No
     for r in rows:
         held.setdefault(r["person_id"], set()).add(r["item"])
     # 'signal' and 'echo' are copies: either one predicts the other exactly, when it is not held out too.
-    copies = [r for r in rows if r["item"] in ("signal", "echo") and not {"signal", "echo"} <= held[r["person_id"]]]
+    copies = [
+        r for r in rows if r["item"] in ("signal", "echo") and not {"signal", "echo"} <= held[r["person_id"]]
+    ]
     assert copies and all(r["prediction"] == r["actual"] for r in copies)
     expected_retest = sum(r["retest"] == r["actual"] for r in rows) / len(rows)
     assert summary["retest"] == pytest.approx(expected_retest, abs=1e-4)
@@ -103,8 +124,14 @@ def test_quick_fidelity_on_the_real_panel_beats_nothing_silently(shared_data: Pa
     """The real GSS panel through the real embedder and Chroma; figures are reported, not asserted high."""
     gss = shared_data / "gss"
     protocol = Protocol(test_persons=8, train_persons=30, items_per_person=4, seed=0)
-    summary = run(gss / "panel06_long.csv.gz", gss / "variable_doc.csv", tmp_path / "out", protocol=protocol,
-                  settings=Settings(home=tmp_path / "unused"), progress=False)
+    summary = run(
+        gss / "panel06_long.csv.gz",
+        gss / "variable_doc.csv",
+        tmp_path / "out",
+        protocol=protocol,
+        settings=Settings(home=tmp_path / "unused"),
+        progress=False,
+    )
     assert summary["n_pairs"] == 32
     assert 0.3 < summary["retest"] <= 1.0
     for key in ("accuracy", "majority_baseline", "demographic_baseline", "tvd_twins_mean", "brier"):

@@ -32,7 +32,9 @@ def llama_server() -> Iterator[str]:
 def test_a_twin_answers_through_an_openai_compatible_server(
     llama_server: str, tmp_path: Path, embedder, history_file: Path
 ) -> None:
-    settings = Settings(home=tmp_path / "home", llm="openai:smollm2", openai_base_url=llama_server, openai_api_key="x")
+    settings = Settings(
+        home=tmp_path / "home", llm="openai:smollm2", openai_base_url=llama_server, openai_api_key="x"
+    )
     service = TwinService.from_settings(settings, embedder=embedder)
     service.ingest_files([history_file], progress=False)
 
@@ -41,5 +43,7 @@ def test_a_twin_answers_through_an_openai_compatible_server(
     assert not answer.abstained and answer.answer.strip()
     assert {c.event_id for c in answer.citations} <= {e.event_id for e in service.store.events("C-100")}
 
-    streamed = [p for p in service.ask_stream("C-100", "Were you happy with the cake stand?") if isinstance(p, str)]
+    streamed = [
+        p for p in service.ask_stream("C-100", "Were you happy with the cake stand?") if isinstance(p, str)
+    ]
     assert len(streamed) > 1, "the OpenAI path should stream tokens, not one block"

@@ -13,7 +13,9 @@ from twinchat.services import TwinService
 pytestmark = pytest.mark.slow
 
 
-def test_a_twin_answers_from_its_own_history_with_the_local_llm(real_service: TwinService, history_file: Path) -> None:
+def test_a_twin_answers_from_its_own_history_with_the_local_llm(
+    real_service: TwinService, history_file: Path
+) -> None:
     report = real_service.ingest_files([history_file], panel="pilot", progress=False)
     assert (report.stored, report.exit_code) == (7, 0)
 
@@ -39,8 +41,15 @@ def test_a_question_the_history_does_not_cover_is_answered_honestly(
 
 def test_answers_never_cite_another_customers_events(real_service: TwinService, history_file: Path) -> None:
     real_service.ingest_files([history_file], progress=False)
-    questions = ["What did you buy?", "Tell me about the cake stand", "Do you like gardening?", "How do you pay?"]
-    owners = {t.twin_id: {e.event_id for e in real_service.store.events(t.twin_id)} for t in real_service.twins()}
+    questions = [
+        "What did you buy?",
+        "Tell me about the cake stand",
+        "Do you like gardening?",
+        "How do you pay?",
+    ]
+    owners = {
+        t.twin_id: {e.event_id for e in real_service.store.events(t.twin_id)} for t in real_service.twins()
+    }
     for twin_id, own in owners.items():
         for question in questions:
             # Retrieval is where isolation must hold; the LLM is not needed to check it.

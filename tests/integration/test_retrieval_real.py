@@ -24,7 +24,10 @@ def order(i: int) -> dict[str, object]:
     """One of 28 similar orders: the invoice number is all that tells them apart."""
     items = f"6 x {PRODUCTS[i % 20]}; 2 x {PRODUCTS[(i * 3 + 1) % 20]}"
     return {
-        "customer_id": "C-500", "event_id": f"o{i}", "source": "purchase", "kind": "order",
+        "customer_id": "C-500",
+        "event_id": f"o{i}",
+        "source": "purchase",
+        "kind": "order",
         "timestamp": f"2011-{1 + i % 12:02d}-{1 + i:02d}",
         "text": f"Order {536600 + i * 7} ({12 + i} GBP): {items}.",
     }
@@ -80,12 +83,26 @@ def test_an_invoice_of_a_real_online_retail_customer_is_found_by_its_number(
 
 def test_the_newer_of_two_similar_events_ranks_first(real_service: TwinService, tmp_path: Path) -> None:
     rows = [
-        {"customer_id": "C-600", "event_id": "new", "text": "Bought six blue ceramic mugs for the kitchen",
-         "source": "purchase", "timestamp": "2011-09-01"},
-        {"customer_id": "C-600", "event_id": "old", "text": "Bought six blue ceramic mugs",
-         "source": "purchase", "timestamp": "2010-03-01"},
-        {"customer_id": "C-600", "text": "Posted a photo of a garden party", "source": "social",
-         "timestamp": "2011-09-02"},
+        {
+            "customer_id": "C-600",
+            "event_id": "new",
+            "text": "Bought six blue ceramic mugs for the kitchen",
+            "source": "purchase",
+            "timestamp": "2011-09-01",
+        },
+        {
+            "customer_id": "C-600",
+            "event_id": "old",
+            "text": "Bought six blue ceramic mugs",
+            "source": "purchase",
+            "timestamp": "2010-03-01",
+        },
+        {
+            "customer_id": "C-600",
+            "text": "Posted a photo of a garden party",
+            "source": "social",
+            "timestamp": "2011-09-02",
+        },
     ]
     real_service.ingest_files([write(tmp_path / "mugs.jsonl", rows)], progress=False)
 
@@ -107,4 +124,3 @@ def test_an_unrelated_question_still_abstains_without_the_llm(
 
     assert answer.abstained and answer.citations == []
     assert "chat_model" not in vars(real_service)  # the LLM was never even loaded
-

@@ -24,8 +24,14 @@ pytestmark = pytest.mark.slow
 def api(real_service: TwinService, history_file: Path) -> Iterator[str]:
     real_service.ingest_files([history_file], progress=False)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(real_service.settings, service=real_service),
-                                           host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(real_service.settings, service=real_service),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -41,12 +47,17 @@ def test_a_conversation_over_http_streams_and_is_remembered(api: str) -> None:
     assert started.status_code == 201
     session = started.json()["session_id"]
 
-    first = httpx.post(f"{api}/v1/sessions/{session}/messages", json={"message": "Tell me about the cake stand"},
-                       timeout=120)
+    first = httpx.post(
+        f"{api}/v1/sessions/{session}/messages", json={"message": "Tell me about the cake stand"}, timeout=120
+    )
     assert first.status_code == 200 and first.json()["citations"]
 
-    with httpx.stream("POST", f"{api}/v1/sessions/{session}/messages",
-                      json={"message": "Did you get a refund for it?", "stream": True}, timeout=120) as stream:
+    with httpx.stream(
+        "POST",
+        f"{api}/v1/sessions/{session}/messages",
+        json={"message": "Did you get a refund for it?", "stream": True},
+        timeout=120,
+    ) as stream:
         lines = list(stream.iter_lines())
     events = [line.removeprefix("event: ") for line in lines if line.startswith("event: ")]
     assert events[-1] == "answer" and "token" in events

@@ -15,8 +15,28 @@ from twinchat.services import TwinService
 
 pytestmark = pytest.mark.slow
 
-VARIABLES = ["cappun", "gunlaw", "grass", "abany", "abrape", "homosex", "premarsx", "polviews", "trust", "fair",
-             "helpful", "happy", "sex", "degree", "natpark", "natsci", "conarmy", "conbus", "postlife", "pray"]
+VARIABLES = [
+    "cappun",
+    "gunlaw",
+    "grass",
+    "abany",
+    "abrape",
+    "homosex",
+    "premarsx",
+    "polviews",
+    "trust",
+    "fair",
+    "helpful",
+    "happy",
+    "sex",
+    "degree",
+    "natpark",
+    "natsci",
+    "conarmy",
+    "conbus",
+    "postlife",
+    "pray",
+]
 
 
 @pytest.fixture
@@ -25,7 +45,9 @@ def gss_panel(shared_data: Path, tmp_path: Path, embedder) -> tuple[TwinService,
     panel = GssPanel.load(gss / "panel06_long.csv.gz", gss / "variable_doc.csv")
     persons = sorted(panel.rows["firstid"].unique())[:15]
     service = TwinService.from_settings(Settings(), embedder=embedder)  # TWINCHAT_HOME: the test's tmp folder
-    records = panel.records(persons=persons, variables=VARIABLES, waves=(1, 2), withheld={persons[0]: {"grass"}})
+    records = panel.records(
+        persons=persons, variables=VARIABLES, waves=(1, 2), withheld={persons[0]: {"grass"}}
+    )
     report = service.ingest_records(records, panel="gss-sample")
     assert report.exit_code == 0 and report.stored > 100
     return service, panel
@@ -34,11 +56,19 @@ def gss_panel(shared_data: Path, tmp_path: Path, embedder) -> tuple[TwinService,
 def test_survey_a_panel_to_csv_and_json(gss_panel, tmp_path: Path, capsys) -> None:
     service, panel = gss_panel
     questions = tmp_path / "questions.json"
-    questions.write_text(json.dumps([
-        {"id": "gss:grass", "text": panel.wording["grass"], "options": ["Legal", "Not Legal"]},
-        {"id": "tv-news", "text": "Which evening news programme do you watch?", "options": ["ABC", "CBS", "NBC"]},
-        {"id": "why", "text": "What do you think about the death penalty?"},
-    ]))
+    questions.write_text(
+        json.dumps(
+            [
+                {"id": "gss:grass", "text": panel.wording["grass"], "options": ["Legal", "Not Legal"]},
+                {
+                    "id": "tv-news",
+                    "text": "Which evening news programme do you watch?",
+                    "options": ["ABC", "CBS", "NBC"],
+                },
+                {"id": "why", "text": "What do you think about the death penalty?"},
+            ]
+        )
+    )
     out_csv = tmp_path / "answers.csv"
     assert main(["survey", str(questions), "--panel", "gss-sample", "--out", str(out_csv)]) == 0
     rows = list(csv.DictReader(out_csv.open()))
@@ -57,15 +87,29 @@ def test_survey_a_panel_to_csv_and_json(gss_panel, tmp_path: Path, capsys) -> No
 
     # Nobody in the panel was asked this: the honest answer is a uniform distribution and says so.
     news = [r for r in rows if r["question_id"] == "tv-news"]
-    assert all(json.loads(r["distribution"]) == pytest.approx({"ABC": 1 / 3, "CBS": 1 / 3, "NBC": 1 / 3}) for r in news)
+    assert all(
+        json.loads(r["distribution"]) == pytest.approx({"ABC": 1 / 3, "CBS": 1 / 3, "NBC": 1 / 3})
+        for r in news
+    )
     assert all(r["evidence"] == "panel_only" for r in news)
 
     free = [r for r in rows if r["question_id"] == "why"]
     assert all(r["answer"] and json.loads(r["distribution"]) == {} for r in free)
 
     out_json = tmp_path / "answers.json"
-    assert main(["survey", str(questions), "--twins", f"{held_out_twin},gss-{sorted(panel.rows['firstid'].unique())[1]}",
-                 "--out", str(out_json)]) == 0
+    assert (
+        main(
+            [
+                "survey",
+                str(questions),
+                "--twins",
+                f"{held_out_twin},gss-{sorted(panel.rows['firstid'].unique())[1]}",
+                "--out",
+                str(out_json),
+            ]
+        )
+        == 0
+    )
     records = json.loads(out_json.read_text())
     assert len(records) == 6 and all(r["simulated"] is True for r in records)
     choice = next(r for r in records if r["question_id"] == "gss:grass")

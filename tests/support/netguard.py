@@ -53,7 +53,9 @@ def install() -> None:
     def connect(self: socket.socket, address: object) -> None:
         if not _allowed(self, address):
             _record(f"connect {address!r}")
-            raise ConnectionRefusedError(f"network guard: connection to {address!r} refused (tests stay offline)")
+            raise ConnectionRefusedError(
+                f"network guard: connection to {address!r} refused (tests stay offline)"
+            )
         return real_connect(self, address)
 
     def connect_ex(self: socket.socket, address: object) -> int:

@@ -18,8 +18,10 @@ def test_help_lists_the_commands(capsys) -> None:
 
 
 def test_importing_the_cli_loads_no_heavy_library() -> None:
-    code = "import sys, twinchat.cli, twinchat.config; print(','.join(m for m in %r if m in sys.modules))" % (HEAVY,)
-    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    code = f"import sys, twinchat.cli, twinchat.config; print(','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert loaded == ""
 
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from twinchat.adapters.sql_registry import SqlTwinRegistry
 from twinchat.config import Settings
 from twinchat.domain.events import Event
 from twinchat.domain.models import Memory
@@ -24,13 +23,20 @@ from twinchat.domain.retrieval import (
     tokenize,
 )
 from twinchat.services import TwinService
-from twinchat.testing import FakeChatModel, HashEmbedder, InMemoryStore, WordCounter
+from twinchat.testing import FakeChatModel, fake_service
 
 T0 = datetime(2011, 1, 1, tzinfo=UTC)
 
 
-def ev(event_id: str, text: str, *, days: float | None = 0, source: str = "purchase", kind: str | None = None,
-       **attributes: object) -> Event:
+def ev(
+    event_id: str,
+    text: str,
+    *,
+    days: float | None = 0,
+    source: str = "purchase",
+    kind: str | None = None,
+    **attributes: object,
+) -> Event:
     timestamp = None if days is None else T0 + timedelta(days=days)
     return Event("c1", text, event_id, timestamp, source, kind, dict(attributes))
 
@@ -102,8 +108,10 @@ def test_an_old_history_is_measured_from_its_own_newest_event_not_from_now() -> 
 
 
 def test_importance_by_source_follows_the_documented_order() -> None:
-    by_source = {s: importance(ev("e", "x", source=s)) for s in
-                 ("correction", "support", "review", "survey", "crm", "purchase", "social", "web")}
+    by_source = {
+        s: importance(ev("e", "x", source=s))
+        for s in ("correction", "support", "review", "survey", "crm", "purchase", "social", "web")
+    }
     assert by_source["correction"] == 1.0
     assert by_source["support"] == by_source["review"] == by_source["survey"]
     order = ["survey", "crm", "purchase", "social", "web"]
@@ -168,13 +176,21 @@ def test_the_score_is_the_weighted_sum_of_the_components_it_reports() -> None:
     dense = [Memory(events[0], 0.8), Memory(events[1], -0.3)]
     for policy in (RetrievalPolicy(), RetrievalPolicy(w_dense=1, w_lexical=2, w_recency=3, w_importance=4)):
         for s in policy.rank("red teapot", dense, events):
-            expected = (policy.w_dense * s.dense + policy.w_lexical * s.lexical + policy.w_recency * s.recency
-                        + policy.w_importance * s.importance)
+            expected = (
+                policy.w_dense * s.dense
+                + policy.w_lexical * s.lexical
+                + policy.w_recency * s.recency
+                + policy.w_importance * s.importance
+            )
             assert s.score == pytest.approx(expected)
             assert s.dense == max(s.memory.score, 0.0)
     only = {"w_dense": 0.0, "w_lexical": 0.0, "w_recency": 0.0, "w_importance": 0.0}
-    for weight, component in [("w_dense", "dense"), ("w_lexical", "lexical"), ("w_recency", "recency"),
-                              ("w_importance", "importance")]:
+    for weight, component in [
+        ("w_dense", "dense"),
+        ("w_lexical", "lexical"),
+        ("w_recency", "recency"),
+        ("w_importance", "importance"),
+    ]:
         for s in RetrievalPolicy(**{**only, weight: 0.5}).rank("red teapot", dense, events):
             assert s.score == pytest.approx(0.5 * getattr(s, component)), weight
 
@@ -187,12 +203,20 @@ def test_the_weights_documented_in_the_policy_are_its_defaults_and_the_settings_
         name: float(getattr(defaults, name)) for name in documented
     }
     settings = Settings()
-    assert RetrievalPolicy(
-        w_dense=settings.weight_dense, w_lexical=settings.weight_lexical, w_recency=settings.weight_recency,
-        w_importance=settings.weight_importance, half_life_days=settings.recency_half_life_days,
-        candidates=settings.retrieval_candidates, k=settings.top_k, min_relevance=settings.min_relevance,
-        min_lexical_share=settings.min_lexical_share,
-    ) == defaults
+    assert (
+        RetrievalPolicy(
+            w_dense=settings.weight_dense,
+            w_lexical=settings.weight_lexical,
+            w_recency=settings.weight_recency,
+            w_importance=settings.weight_importance,
+            half_life_days=settings.recency_half_life_days,
+            candidates=settings.retrieval_candidates,
+            k=settings.top_k,
+            min_relevance=settings.min_relevance,
+            min_lexical_share=settings.min_lexical_share,
+        )
+        == defaults
+    )
 
 
 def test_rank_returns_at_most_k_best_first() -> None:
@@ -256,13 +280,7 @@ def chat() -> FakeChatModel:
 
 @pytest.fixture
 def service(tmp_path: Path, chat: FakeChatModel) -> TwinService:
-    return TwinService(
-        Settings(home=tmp_path, min_relevance=0.2),
-        store=InMemoryStore(HashEmbedder()),
-        registry=SqlTwinRegistry(f"sqlite:///{tmp_path / 'meta.db'}"),
-        counter=WordCounter(),
-        chat_model=chat,
-    )
+    return fake_service(tmp_path, chat_model=chat, min_relevance=0.2)
 
 
 def ingest(service: TwinService, path: Path, rows: list[dict[str, object]]) -> None:
@@ -273,10 +291,24 @@ def ingest(service: TwinService, path: Path, rows: list[dict[str, object]]) -> N
 def test_ask_shows_the_newer_of_two_equally_relevant_events_first(
     service: TwinService, chat: FakeChatModel, tmp_path: Path
 ) -> None:
-    ingest(service, tmp_path / "h.jsonl", [
-        {"customer_id": "ann", "text": "Bought a blue teapot", "timestamp": "2010-01-05", "event_id": "old"},
-        {"customer_id": "ann", "text": "Bought a blue teapot", "timestamp": "2011-06-05", "event_id": "new"},
-    ])
+    ingest(
+        service,
+        tmp_path / "h.jsonl",
+        [
+            {
+                "customer_id": "ann",
+                "text": "Bought a blue teapot",
+                "timestamp": "2010-01-05",
+                "event_id": "old",
+            },
+            {
+                "customer_id": "ann",
+                "text": "Bought a blue teapot",
+                "timestamp": "2011-06-05",
+                "event_id": "new",
+            },
+        ],
+    )
     chat.enqueue("Yes [E1].")
     answer = service.ask("ann", "Did you buy a blue teapot?")
     assert [c.event_id for c in answer.citations] == ["new"]

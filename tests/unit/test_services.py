@@ -7,11 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from twinchat.adapters.sql_registry import SqlTwinRegistry
-from twinchat.config import Settings
 from twinchat.domain.models import Answer
 from twinchat.services import TwinNotFound, TwinService
-from twinchat.testing import FakeChatModel, HashEmbedder, InMemoryStore, WordCounter
+from twinchat.testing import FakeChatModel, fake_service
 
 
 @pytest.fixture
@@ -21,14 +19,7 @@ def chat() -> FakeChatModel:
 
 @pytest.fixture
 def service(tmp_path: Path, chat: FakeChatModel) -> TwinService:
-    settings = Settings(home=tmp_path, batch_size=3, min_relevance=0.2)
-    return TwinService(
-        settings,
-        store=InMemoryStore(HashEmbedder()),
-        registry=SqlTwinRegistry(f"sqlite:///{tmp_path / 'meta.db'}"),
-        counter=WordCounter(),
-        chat_model=chat,
-    )
+    return fake_service(tmp_path, chat_model=chat, batch_size=3, min_relevance=0.2)
 
 
 def write_jsonl(path: Path, rows: list[object]) -> Path:
@@ -37,7 +28,12 @@ def write_jsonl(path: Path, rows: list[object]) -> Path:
 
 
 HISTORY = [
-    {"customer_id": "ann", "text": "Bought a red teapot and six blue mugs", "source": "purchase", "timestamp": "2011-01-02"},
+    {
+        "customer_id": "ann",
+        "text": "Bought a red teapot and six blue mugs",
+        "source": "purchase",
+        "timestamp": "2011-01-02",
+    },
     {"customer_id": "ann", "text": "Complained that the teapot lid was chipped", "source": "support"},
     {"customer_id": "bob", "text": "Bought garden gloves and a watering can", "source": "purchase"},
     {"customer_id": "bob", "text": "Reviewed the watering can: leaks, two stars", "source": "review"},
@@ -61,10 +57,18 @@ def test_reingesting_the_same_file_adds_nothing(service: TwinService, tmp_path: 
     assert service.store.count("ann") == 2
 
 
-def test_bad_rows_are_reported_with_file_line_and_field_and_good_rows_kept(service: TwinService, tmp_path: Path) -> None:
+def test_bad_rows_are_reported_with_file_line_and_field_and_good_rows_kept(
+    service: TwinService, tmp_path: Path
+) -> None:
     path = write_jsonl(
         tmp_path / "mixed.jsonl",
-        [HISTORY[0], {"customer_id": "ann"}, "{not json", {"customer_id": "cat", "text": "x", "timestamp": "soon"}, HISTORY[2]],
+        [
+            HISTORY[0],
+            {"customer_id": "ann"},
+            "{not json",
+            {"customer_id": "cat", "text": "x", "timestamp": "soon"},
+            HISTORY[2],
+        ],
     )
     report = service.ingest_files([path], progress=False)
     assert report.stored == 2
@@ -82,7 +86,9 @@ def test_an_unreadable_file_exits_2_and_other_files_still_load(service: TwinServ
 
 
 def test_a_conflicting_event_id_never_overwrites_what_is_stored(service: TwinService, tmp_path: Path) -> None:
-    service.ingest_files([write_jsonl(tmp_path / "a.jsonl", [{"customer_id": "ann", "event_id": "e1", "text": "first"}])])
+    service.ingest_files(
+        [write_jsonl(tmp_path / "a.jsonl", [{"customer_id": "ann", "event_id": "e1", "text": "first"}])]
+    )
     report = service.ingest_files(
         [write_jsonl(tmp_path / "b.jsonl", [{"customer_id": "ann", "event_id": "e1", "text": "second"}])]
     )
@@ -96,7 +102,9 @@ def test_duplicates_inside_one_batch_are_stored_once(service: TwinService, tmp_p
     assert (report.stored, report.duplicates) == (1, 2)
 
 
-def test_ask_cites_only_the_twins_own_events(service: TwinService, chat: FakeChatModel, tmp_path: Path) -> None:
+def test_ask_cites_only_the_twins_own_events(
+    service: TwinService, chat: FakeChatModel, tmp_path: Path
+) -> None:
     service.ingest_files([write_jsonl(tmp_path / "h.jsonl", HISTORY)])
     chat.enqueue("I bought a red teapot [E1].")
     answer = service.ask("ann", "Did you buy a teapot?")
@@ -118,7 +126,9 @@ def test_ask_abstains_without_calling_the_llm_when_nothing_is_relevant(
     assert chat.calls == []
 
 
-def test_ask_stream_yields_text_then_the_answer(service: TwinService, chat: FakeChatModel, tmp_path: Path) -> None:
+def test_ask_stream_yields_text_then_the_answer(
+    service: TwinService, chat: FakeChatModel, tmp_path: Path
+) -> None:
     service.ingest_files([write_jsonl(tmp_path / "h.jsonl", HISTORY)])
     chat.enqueue("Yes, the teapot [E1].")
     parts = list(service.ask_stream("ann", "teapot?"))

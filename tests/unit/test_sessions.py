@@ -7,11 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from twinchat.adapters.sql_registry import SqlTwinRegistry
-from twinchat.config import Settings
 from twinchat.domain.models import Answer
 from twinchat.services import SessionNotFound, TwinNotFound, TwinService
-from twinchat.testing import FakeChatModel, HashEmbedder, InMemoryStore, WordCounter
+from twinchat.testing import FakeChatModel, fake_service
 
 
 @pytest.fixture
@@ -21,23 +19,32 @@ def chat() -> FakeChatModel:
 
 @pytest.fixture
 def service(tmp_path: Path, chat: FakeChatModel) -> TwinService:
-    service = TwinService(
-        Settings(home=tmp_path, min_relevance=0.2),
-        store=InMemoryStore(HashEmbedder()),
-        registry=SqlTwinRegistry(f"sqlite:///{tmp_path / 'meta.db'}"),
-        counter=WordCounter(),
-        chat_model=chat,
-    )
+    service = fake_service(tmp_path, chat_model=chat, min_relevance=0.2)
     history = tmp_path / "h.jsonl"
-    history.write_text("".join(json.dumps(r) + "\n" for r in [
-        {"customer_id": "ann", "text": "Bought a red teapot with a bamboo handle", "source": "purchase"},
-        {"customer_id": "ann", "text": "Returned the blue vase because it leaked", "source": "support"},
-    ]))
+    history.write_text(
+        "".join(
+            json.dumps(r) + "\n"
+            for r in [
+                {
+                    "customer_id": "ann",
+                    "text": "Bought a red teapot with a bamboo handle",
+                    "source": "purchase",
+                },
+                {
+                    "customer_id": "ann",
+                    "text": "Returned the blue vase because it leaked",
+                    "source": "support",
+                },
+            ]
+        )
+    )
     service.ingest_files([history])
     return service
 
 
-def test_a_session_remembers_both_sides_of_the_conversation(service: TwinService, chat: FakeChatModel) -> None:
+def test_a_session_remembers_both_sides_of_the_conversation(
+    service: TwinService, chat: FakeChatModel
+) -> None:
     session = service.start_session("ann")
     chat.enqueue("I bought a red teapot [E1].", "It has a bamboo handle [E1].")
     first = service.chat(session.session_id, "Which red teapot did you buy?")

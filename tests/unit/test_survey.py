@@ -44,7 +44,10 @@ def correlated_panel(n: int = 60, seed: int = 0) -> dict[str, dict[str, str]]:
 
 
 def test_question_from_dict_accepts_choice_and_free_questions() -> None:
-    assert Question.from_dict({"id": "q1", "text": "Tea?", "options": ["Yes", " No "]}).options == ("Yes", "No")
+    assert Question.from_dict({"id": "q1", "text": "Tea?", "options": ["Yes", " No "]}).options == (
+        "Yes",
+        "No",
+    )
     assert not Question.from_dict({"id": 7, "text": "Why?"}).is_choice
 
 
@@ -71,10 +74,18 @@ def test_bad_questions_name_the_index_and_field(data: object, field: str) -> Non
 
 def test_survey_answers_come_from_attributes_or_from_q_a_text() -> None:
     structured = Event.from_record(
-        {"customer_id": "c1", "text": "x", "source": "survey", "question_id": "gss:cappun",
-         "question": "Death penalty?", "answer": "Favor"}
+        {
+            "customer_id": "c1",
+            "text": "x",
+            "source": "survey",
+            "question_id": "gss:cappun",
+            "question": "Death penalty?",
+            "answer": "Favor",
+        }
     )
-    plain = Event.from_record({"customer_id": "c1", "text": "Q: Do you  like tea? A: Very much", "source": "survey"})
+    plain = Event.from_record(
+        {"customer_id": "c1", "text": "Q: Do you  like tea? A: Very much", "source": "survey"}
+    )
     other = Event.from_record({"customer_id": "c1", "text": "Q: Tea? A: Yes", "source": "review"})
     first, second = survey_answer_of(structured), survey_answer_of(plain)
     assert first is not None and (first.key, first.answer) == ("gss:cappun", "Favor")
@@ -84,8 +95,12 @@ def test_survey_answers_come_from_attributes_or_from_q_a_text() -> None:
 
 
 def test_the_matrix_keeps_each_twins_latest_answer() -> None:
-    old = Event.from_record({"customer_id": "c", "text": "Q: Tea? A: No", "source": "survey", "timestamp": "2006-01-01"})
-    new = Event.from_record({"customer_id": "c", "text": "Q: Tea? A: Yes", "source": "survey", "timestamp": "2008-01-01"})
+    old = Event.from_record(
+        {"customer_id": "c", "text": "Q: Tea? A: No", "source": "survey", "timestamp": "2006-01-01"}
+    )
+    new = Event.from_record(
+        {"customer_id": "c", "text": "Q: Tea? A: Yes", "source": "survey", "timestamp": "2008-01-01"}
+    )
     matrix = AnswerMatrix([survey_answer_of(new), survey_answer_of(old)])  # type: ignore[list-item]
     assert matrix.by_twin["c"][question_key(None, "Tea?")].answer == "Yes"
 
@@ -176,7 +191,9 @@ def test_free_questions_are_refused_by_the_choice_model() -> None:
 
 
 def test_numeric_questions_answer_with_the_expected_value_of_similar_twins() -> None:
-    table = {f"t{i}": {"signal": "Big" if i % 2 else "Small", "children": "4" if i % 2 else "0"} for i in range(40)}
+    table = {
+        f"t{i}": {"signal": "Big" if i % 2 else "Small", "children": "4" if i % 2 else "0"} for i in range(40)
+    }
     table["me"] = {"signal": "Big"}
     model = ChoiceModel(AnswerMatrix(answers_for(table)), Weights(temper=1.0))
     question = Question.from_dict({"id": "children", "text": "How many children?", "type": "numeric"})
@@ -189,9 +206,11 @@ def test_numeric_questions_answer_with_the_expected_value_of_similar_twins() -> 
 
 @pytest.mark.parametrize(
     ("data", "field"),
-    [({"id": "q", "text": "t", "type": "numeric", "options": ["1", "2"]}, "options"),
-     ({"id": "q", "text": "t", "type": "likert"}, "options"),
-     ({"id": "q", "text": "t", "type": "rank"}, "type")],
+    [
+        ({"id": "q", "text": "t", "type": "numeric", "options": ["1", "2"]}, "options"),
+        ({"id": "q", "text": "t", "type": "likert"}, "options"),
+        ({"id": "q", "text": "t", "type": "rank"}, "type"),
+    ],
 )
 def test_question_types_are_checked(data: dict, field: str) -> None:
     with pytest.raises(QuestionError) as info:

@@ -16,7 +16,9 @@ def require(module: str, package: str):  # type: ignore[no-untyped-def]
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise MissingDependency(f"{module} is needed for this backend: pip install '{package}' ({exc})") from exc
+        raise MissingDependency(
+            f"{module} is needed for this backend: pip install '{package}' ({exc})"
+        ) from exc
 
 
 def package_file(package: str, relative: str, *, what: str) -> Path:

@@ -77,9 +77,12 @@ class ChromaMemoryStore(MemoryStore):
         # One encoder call for the whole batch; each twin's add_texts then finds its vectors in the cache.
         self.embeddings.embed_documents([e.text for events in events_by_twin.values() for e in events])
         for twin_id, events in events_by_twin.items():
-            if events:
-                self._store(twin_id).add_texts(
-                    [e.text for e in events], metadatas=[_metadata(e) for e in events], ids=[e.event_id for e in events]
+            store = self._store(twin_id)
+            if events and store is not None:
+                store.add_texts(
+                    [e.text for e in events],
+                    metadatas=[_metadata(e) for e in events],
+                    ids=[e.event_id for e in events],
                 )
 
     def stored_texts(self, twin_id: str, event_ids: Sequence[str]) -> dict[str, str]:
@@ -98,14 +101,20 @@ class ChromaMemoryStore(MemoryStore):
             return []
         # Chroma's cosine space returns distances (1 - cosine); a memory's score is the cosine itself.
         results = store.similarity_search_with_score(query, k=k)
-        return [Memory(_event(doc.id, doc.page_content, doc.metadata), 1.0 - distance) for doc, distance in results]
+        return [
+            Memory(_event(doc.id, doc.page_content, doc.metadata), 1.0 - distance)
+            for doc, distance in results
+        ]
 
     def events(self, twin_id: str) -> list[Event]:
         store = self._store(twin_id, create=False)
         if store is None:
             return []
         found = store.get(include=["documents", "metadatas"])
-        events = [_event(i, d, m) for i, d, m in zip(found["ids"], found["documents"], found["metadatas"], strict=True)]
+        events = [
+            _event(i, d, m)
+            for i, d, m in zip(found["ids"], found["documents"], found["metadatas"], strict=True)
+        ]
         return sorted(events, key=lambda e: (e.timestamp is None, e.timestamp or datetime.min, e.event_id))
 
     def count(self, twin_id: str) -> int:

@@ -36,7 +36,9 @@ class LangChainChatModel(ChatModel):
         # llama.cpp contexts are not thread-safe; one generation at a time per loaded model.
         self._lock = threading.Lock()
 
-    def stream(self, messages: Sequence[Message], *, max_tokens: int, temperature: float = 0.0) -> Iterator[str]:
+    def stream(
+        self, messages: Sequence[Message], *, max_tokens: int, temperature: float = 0.0
+    ) -> Iterator[str]:
         lc_messages = [(m.role if m.role != "user" else "human", m.content) for m in messages]
         with self._lock:
             for chunk in self.model.stream(lc_messages, max_tokens=max_tokens, temperature=temperature):
@@ -71,10 +73,12 @@ class LocalChatModel(LangChainChatModel):
             if not template:
                 return None
             formatter = Jinja2ChatFormatter(
-                template=template, eos_token=llama.detokenize([llama.token_eos()]).decode(errors="ignore"),
+                template=template,
+                eos_token=llama.detokenize([llama.token_eos()]).decode(errors="ignore"),
                 bos_token=llama.detokenize([llama.token_bos()]).decode(errors="ignore"),
             )
-            prompt = formatter(messages=[{"role": m.role, "content": m.content} for m in messages]).prompt
+            chat: Any = [{"role": m.role, "content": m.content} for m in messages]  # llama.cpp's TypedDicts
+            prompt = formatter(messages=chat).prompt
             base = llama.tokenize(prompt.encode(), add_bos=False, special=True)
             longest = max(len(llama.tokenize(o.encode(), add_bos=False, special=False)) for o in options)
             base = base[-(self.n_ctx - longest - 1) :]  # keep the end: the question and the reply's start
@@ -85,7 +89,9 @@ class LocalChatModel(LangChainChatModel):
                 tokens = llama.tokenize(option.encode(), add_bos=False, special=False)
                 llama.n_tokens = len(base)  # drop the previous option, keep the evaluated prompt
                 llama.eval(tokens)
-                rows = llama_cpp.Llama.logits_to_logprobs(llama.scores[len(base) - 1 : len(base) + len(tokens) - 1])
+                rows = llama_cpp.Llama.logits_to_logprobs(
+                    llama.scores[len(base) - 1 : len(base) + len(tokens) - 1]
+                )
                 scores[option] = float(sum(rows[i, t] for i, t in enumerate(tokens)) / len(tokens))
             return scores
 
@@ -96,7 +102,9 @@ def make_chat_model(settings: Settings) -> ChatModel:
     if kind == "local":
         path = bundled_gguf_path(target) if target in BUNDLED_GGUF else Path(target).expanduser()
         if not path.is_file():
-            raise ValueError(f"TWINCHAT_LLM={spec}: no GGUF file at {path} (bundled: {', '.join(BUNDLED_GGUF)})")
+            raise ValueError(
+                f"TWINCHAT_LLM={spec}: no GGUF file at {path} (bundled: {', '.join(BUNDLED_GGUF)})"
+            )
         require("llama_cpp", "llama-cpp-python")
         chat_models = require("langchain_community.chat_models", "langchain-community")
         model = chat_models.ChatLlamaCpp(
@@ -126,4 +134,6 @@ def make_chat_model(settings: Settings) -> ChatModel:
             max_retries=1,
         )
         return LangChainChatModel(model, name=spec)
-    raise ValueError(f"unknown TWINCHAT_LLM {spec!r}: use local:smollm2, local:/path/model.gguf or openai:<model>")
+    raise ValueError(
+        f"unknown TWINCHAT_LLM {spec!r}: use local:smollm2, local:/path/model.gguf or openai:<model>"
+    )

@@ -3,8 +3,8 @@ PostgreSQL (or any SQLAlchemy URL) for deployments with several instances."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from twinchat.adapters import require
@@ -35,7 +35,12 @@ class SqlTwinRegistry(TwinRegistry):
             "panel_members",
             meta,
             sa.Column("panel", sa.String(256), primary_key=True),
-            sa.Column("twin_id", sa.String(512), sa.ForeignKey("twins.twin_id", ondelete="CASCADE"), primary_key=True),
+            sa.Column(
+                "twin_id",
+                sa.String(512),
+                sa.ForeignKey("twins.twin_id", ondelete="CASCADE"),
+                primary_key=True,
+            ),
         )
         self.answers = sa.Table(
             "survey_answers",
@@ -71,8 +76,12 @@ class SqlTwinRegistry(TwinRegistry):
         self.turns = sa.Table(
             "session_turns",
             meta,
-            sa.Column("session_id", sa.String(64), sa.ForeignKey("sessions.session_id", ondelete="CASCADE"),
-                      primary_key=True),
+            sa.Column(
+                "session_id",
+                sa.String(64),
+                sa.ForeignKey("sessions.session_id", ondelete="CASCADE"),
+                primary_key=True,
+            ),
             sa.Column("seq", sa.Integer, primary_key=True),
             sa.Column("role", sa.String(16), nullable=False),
             sa.Column("content", sa.Text, nullable=False),
@@ -87,13 +96,18 @@ class SqlTwinRegistry(TwinRegistry):
             known = {
                 row.twin_id
                 for chunk in _chunks(list(counts), 500)
-                for row in conn.execute(sa.select(self.twins.c.twin_id).where(self.twins.c.twin_id.in_(chunk)))
+                for row in conn.execute(
+                    sa.select(self.twins.c.twin_id).where(self.twins.c.twin_id.in_(chunk))
+                )
             }
             new = [t for t in counts if t not in known]
             if new:
                 conn.execute(
                     self.twins.insert(),
-                    [{"twin_id": t, "created_at": now, "updated_at": now, "n_events": counts[t]} for t in new],
+                    [
+                        {"twin_id": t, "created_at": now, "updated_at": now, "n_events": counts[t]}
+                        for t in new
+                    ],
                 )
             for twin_id in known:
                 conn.execute(
@@ -104,7 +118,9 @@ class SqlTwinRegistry(TwinRegistry):
             if panel:
                 in_panel = {
                     row.twin_id
-                    for row in conn.execute(sa.select(self.members.c.twin_id).where(self.members.c.panel == panel))
+                    for row in conn.execute(
+                        sa.select(self.members.c.twin_id).where(self.members.c.panel == panel)
+                    )
                 }
                 rows = [{"panel": panel, "twin_id": t} for t in counts if t not in in_panel]
                 if rows:
@@ -114,15 +130,21 @@ class SqlTwinRegistry(TwinRegistry):
         twins = self._select(self.twins.c.twin_id == twin_id)
         return twins[0] if twins else None
 
-    def list(self, *, panel: str | None = None) -> list[Twin]:
+    def list_twins(self, *, panel: str | None = None) -> list[Twin]:
         if panel is None:
             return self._select(None)
         sa = self.sa
-        return self._select(self.twins.c.twin_id.in_(sa.select(self.members.c.twin_id).where(self.members.c.panel == panel)))
+        return self._select(
+            self.twins.c.twin_id.in_(sa.select(self.members.c.twin_id).where(self.members.c.panel == panel))
+        )
 
     def panels(self) -> dict[str, int]:
         sa = self.sa
-        query = sa.select(self.members.c.panel, sa.func.count()).group_by(self.members.c.panel).order_by(self.members.c.panel)
+        query = (
+            sa.select(self.members.c.panel, sa.func.count())
+            .group_by(self.members.c.panel)
+            .order_by(self.members.c.panel)
+        )
         with self.engine.connect() as conn:
             return {panel: n for panel, n in conn.execute(query)}
 
@@ -136,12 +158,20 @@ class SqlTwinRegistry(TwinRegistry):
                 known |= {
                     (r.twin_id, r.event_id)
                     for r in conn.execute(
-                        sa.select(self.answers.c.twin_id, self.answers.c.event_id).where(self.answers.c.twin_id.in_(chunk))
+                        sa.select(self.answers.c.twin_id, self.answers.c.event_id).where(
+                            self.answers.c.twin_id.in_(chunk)
+                        )
                     )
                 }
             rows = [
-                {"event_id": a.event_id, "twin_id": a.twin_id, "question_key": a.key, "question": a.question,
-                 "answer": a.answer, "timestamp": a.timestamp}
+                {
+                    "event_id": a.event_id,
+                    "twin_id": a.twin_id,
+                    "question_key": a.key,
+                    "question": a.question,
+                    "answer": a.answer,
+                    "timestamp": a.timestamp,
+                }
                 for a in answers
                 if (a.twin_id, a.event_id) not in known
             ]
@@ -151,14 +181,20 @@ class SqlTwinRegistry(TwinRegistry):
     def survey_answers(self, *, twin_ids: Sequence[str] | None = None) -> list[SurveyAnswer]:
         sa = self.sa
         query = sa.select(self.answers)
-        chunks = [None] if twin_ids is None else _chunks(list(twin_ids), 500)
-        found = []
+        chunks: list[list[str] | None] = [None] if twin_ids is None else list(_chunks(list(twin_ids), 500))
+        found: list[SurveyAnswer] = []
         with self.engine.connect() as conn:
             for chunk in chunks:
                 q = query if chunk is None else query.where(self.answers.c.twin_id.in_(chunk))
                 found.extend(
-                    SurveyAnswer(r.twin_id, r.question_key, r.question, r.answer, r.event_id,
-                                 _aware(r.timestamp) if r.timestamp else None)
+                    SurveyAnswer(
+                        r.twin_id,
+                        r.question_key,
+                        r.question,
+                        r.answer,
+                        r.event_id,
+                        _aware(r.timestamp) if r.timestamp else None,
+                    )
                     for r in conn.execute(q)
                 )
         return found
@@ -185,7 +221,9 @@ class SqlTwinRegistry(TwinRegistry):
 
         def write(conn: Any) -> None:
             for twin_id, document in profiles.items():
-                update = table.update().where(table.c.twin_id == twin_id).values(document=document, updated_at=now)
+                update = (
+                    table.update().where(table.c.twin_id == twin_id).values(document=document, updated_at=now)
+                )
                 if conn.execute(update).rowcount == 0:
                     conn.execute(table.insert().values(twin_id=twin_id, document=document, updated_at=now))
 
@@ -201,32 +239,41 @@ class SqlTwinRegistry(TwinRegistry):
         sa = self.sa
         with self.engine.begin() as conn:
             present = {
-                r.twin_id for r in conn.execute(sa.select(self.members.c.twin_id).where(self.members.c.panel == panel))
+                r.twin_id
+                for r in conn.execute(sa.select(self.members.c.twin_id).where(self.members.c.panel == panel))
             }
             rows = [{"panel": panel, "twin_id": t} for t in dict.fromkeys(add) if t not in present]
             if rows:
                 conn.execute(self.members.insert(), rows)
             if remove:
                 conn.execute(
-                    self.members.delete().where(self.members.c.panel == panel, self.members.c.twin_id.in_(list(remove)))
+                    self.members.delete().where(
+                        self.members.c.panel == panel, self.members.c.twin_id.in_(list(remove))
+                    )
                 )
 
     def create_session(self, session: Session) -> None:
         with self.engine.begin() as conn:
-            conn.execute(self.sessions.insert().values(
-                session_id=session.session_id, twin_id=session.twin_id, created_at=session.created_at
-            ))
+            conn.execute(
+                self.sessions.insert().values(
+                    session_id=session.session_id, twin_id=session.twin_id, created_at=session.created_at
+                )
+            )
 
     def get_session(self, session_id: str) -> Session | None:
         sa = self.sa
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(self.sessions).where(self.sessions.c.session_id == session_id)).first()
+            row = conn.execute(
+                sa.select(self.sessions).where(self.sessions.c.session_id == session_id)
+            ).first()
             if row is None:
                 return None
             turns = [
                 Turn(t.role, t.content, _aware(t.created_at), list(t.citations))
                 for t in conn.execute(
-                    sa.select(self.turns).where(self.turns.c.session_id == session_id).order_by(self.turns.c.seq)
+                    sa.select(self.turns)
+                    .where(self.turns.c.session_id == session_id)
+                    .order_by(self.turns.c.seq)
                 )
             ]
         return Session(row.session_id, row.twin_id, _aware(row.created_at), turns)
@@ -238,11 +285,20 @@ class SqlTwinRegistry(TwinRegistry):
                 sa.select(sa.func.max(self.turns.c.seq)).where(self.turns.c.session_id == session_id)
             ).scalar()
             start = 0 if last is None else last + 1
-            conn.execute(self.turns.insert(), [
-                {"session_id": session_id, "seq": start + i, "role": t.role, "content": t.content,
-                 "citations": t.citations, "created_at": t.created_at}
-                for i, t in enumerate(turns)
-            ])
+            conn.execute(
+                self.turns.insert(),
+                [
+                    {
+                        "session_id": session_id,
+                        "seq": start + i,
+                        "role": t.role,
+                        "content": t.content,
+                        "citations": t.citations,
+                        "created_at": t.created_at,
+                    }
+                    for i, t in enumerate(turns)
+                ],
+            )
 
     def _select(self, where: Any) -> list[Twin]:
         sa = self.sa
@@ -255,7 +311,9 @@ class SqlTwinRegistry(TwinRegistry):
             ids = [r.twin_id for r in rows]
             for chunk in _chunks(ids, 500):
                 for member in conn.execute(
-                    sa.select(self.members).where(self.members.c.twin_id.in_(chunk)).order_by(self.members.c.panel)
+                    sa.select(self.members)
+                    .where(self.members.c.twin_id.in_(chunk))
+                    .order_by(self.members.c.panel)
                 ):
                     panels.setdefault(member.twin_id, []).append(member.panel)
         return [

@@ -29,4 +29,6 @@ async def send_message(session_id: str, body: MessageRequest, service: Service):
     if not body.stream:
         return (await run_in_threadpool(service.chat, session_id, body.message)).to_dict()
     await run_in_threadpool(service.session, session_id)  # a 404 before the stream starts
-    return StreamingResponse(sse(service.chat_stream(session_id, body.message)), media_type="text/event-stream")
+    return StreamingResponse(
+        sse(service.chat_stream(session_id, body.message)), media_type="text/event-stream"
+    )

@@ -7,7 +7,9 @@ from pydantic import BaseModel, Field
 
 class AskRequest(BaseModel):
     question: str = Field(min_length=1, max_length=4000, examples=["What do you usually buy from us?"])
-    stream: bool = Field(default=False, description="Server-sent events: token events, then one answer event.")
+    stream: bool = Field(
+        default=False, description="Server-sent events: token events, then one answer event."
+    )
 
 
 class CitationOut(BaseModel):

@@ -45,7 +45,9 @@ class Event:
     def from_record(cls, record: dict[str, Any], *, default_source: str | None = None) -> Event:
         """Validate one raw record (a JSON object or a CSV row) and build the event, or raise EventError."""
         if not isinstance(record, dict):
-            raise EventError("record", f"expected an object with customer_id and text, got {type(record).__name__}")
+            raise EventError(
+                "record", f"expected an object with customer_id and text, got {type(record).__name__}"
+            )
         customer_id = _required_str(record, "customer_id")
         text = _required_str(record, "text")
         if len(text) > MAX_TEXT_CHARS:
@@ -59,7 +61,12 @@ class Event:
         except TypeError as exc:
             raise EventError("attributes", f"extra fields must be JSON values ({exc})") from None
         event_id = _optional_str(record, "event_id") or content_id(
-            customer_id=customer_id, text=text, timestamp=timestamp, source=source, kind=kind, attributes=attributes
+            customer_id=customer_id,
+            text=text,
+            timestamp=timestamp,
+            source=source,
+            kind=kind,
+            attributes=attributes,
         )
         return cls(customer_id, text, event_id, timestamp, source.lower(), kind, attributes)
 
@@ -116,7 +123,8 @@ def parse_timestamp(value: Any) -> datetime | None:
             parsed = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
         except ValueError:
             raise EventError(
-                "timestamp", f"{value!r} is not ISO 8601 (accepted: 2011-03-04, 2011-03-04T10:15:00, ...+01:00)"
+                "timestamp",
+                f"{value!r} is not ISO 8601 (accepted: 2011-03-04, 2011-03-04T10:15:00, ...+01:00)",
             ) from None
     else:
         raise EventError("timestamp", f"expected an ISO 8601 string, got {type(value).__name__}")
@@ -129,7 +137,11 @@ _MAX_EPOCH = 253402300799.0  # 9999-12-31T23:59:59Z
 
 def _from_epoch(seconds: float) -> datetime:
     if not math.isfinite(seconds) or not -_MAX_EPOCH <= seconds <= _MAX_EPOCH:
-        hint = " (milliseconds? divide by 1000)" if math.isfinite(seconds) and abs(seconds) < 1000 * _MAX_EPOCH else ""
+        hint = (
+            " (milliseconds? divide by 1000)"
+            if math.isfinite(seconds) and abs(seconds) < 1000 * _MAX_EPOCH
+            else ""
+        )
         raise EventError("timestamp", f"{seconds!r} is not a Unix time in seconds{hint}")
     return datetime.fromtimestamp(seconds, tz=UTC)
 

@@ -18,7 +18,8 @@ from twinchat.ports import TokenCounter
 
 # Chat-template control sequences of common model families (ChatML, Llama, Mistral, Gemma, Phi).
 _CONTROL = re.compile(
-    r"<\|[^|>]{0,40}\|>|</?s>|\[/?INST\]|<<\/?SYS>>|<start_of_turn>|<end_of_turn>|<\|?endoftext\|?>", re.IGNORECASE
+    r"<\|[^|>]{0,40}\|>|</?s>|\[/?INST\]|<<\/?SYS>>|<start_of_turn>|<end_of_turn>|<\|?endoftext\|?>",
+    re.IGNORECASE,
 )
 # Things that would let a history item impersonate the prompt's own structure.
 _MARKER = re.compile(r"\[(\s*E\d+(?:\s*,\s*E\d+)*\s*)\]", re.IGNORECASE)
@@ -61,7 +62,9 @@ class PersonaPrompter:
     Message(role='user', content='Hi?')
     """
 
-    def __init__(self, template: PromptTemplate, counter: TokenCounter, *, context_tokens: int, answer_tokens: int):
+    def __init__(
+        self, template: PromptTemplate, counter: TokenCounter, *, context_tokens: int, answer_tokens: int
+    ):
         self.template = template
         self.counter = counter
         self.context_tokens = context_tokens

@@ -93,7 +93,9 @@ def _read_jsonl(path: Path) -> Iterator[RawRecord | RowProblem]:
                 yield RowProblem(name, line_no, "record", f"invalid JSON ({exc.msg} at column {exc.colno})")
                 continue
             if not isinstance(record, dict):
-                yield RowProblem(name, line_no, "record", f"expected a JSON object, got {type(record).__name__}")
+                yield RowProblem(
+                    name, line_no, "record", f"expected a JSON object, got {type(record).__name__}"
+                )
                 continue
             yield RawRecord(name, line_no, record)
 
@@ -124,11 +126,15 @@ def _read_json_array(path: Path) -> Iterator[RawRecord | RowProblem]:
         with path.open(encoding="utf-8-sig") as handle:
             data = json.load(handle)
     except json.JSONDecodeError as exc:
-        raise UnreadableInput(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+        raise UnreadableInput(
+            f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
     if not isinstance(data, list):
         raise UnreadableInput(f"{path}: expected a JSON array of events, got a JSON {type(data).__name__}")
     for index, record in enumerate(data):
         if not isinstance(record, dict):
-            yield RowProblem(name, None, "record", f"expected a JSON object, got {type(record).__name__}", index)
+            yield RowProblem(
+                name, None, "record", f"expected a JSON object, got {type(record).__name__}", index
+            )
             continue
         yield RawRecord(name, None, record, index)

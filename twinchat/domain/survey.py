@@ -54,7 +54,9 @@ class Question:
     @classmethod
     def from_dict(cls, data: Any, *, index: int = 0) -> Question:
         if not isinstance(data, dict):
-            raise QuestionError(index, "question", f"expected an object with id and text, got {type(data).__name__}")
+            raise QuestionError(
+                index, "question", f"expected an object with id and text, got {type(data).__name__}"
+            )
         qid, text, options, kind = data.get("id"), data.get("text"), data.get("options"), data.get("type")
         if not isinstance(qid, str | int) or isinstance(qid, bool) or not str(qid).strip():
             raise QuestionError(index, "id", "is required: a non-empty string")
@@ -71,7 +73,9 @@ class Question:
                 raise QuestionError(index, "options", f"a {kind} question needs options")
             return cls(str(qid), text.strip())
         if not isinstance(options, list) or not all(isinstance(o, str) and o.strip() for o in options):
-            raise QuestionError(index, "options", "must be a list of non-empty strings (or absent for a free answer)")
+            raise QuestionError(
+                index, "options", "must be a list of non-empty strings (or absent for a free answer)"
+            )
         if len(options) < 2 or len({o.strip().lower() for o in options}) != len(options):
             raise QuestionError(index, "options", "needs at least two distinct options")
         return cls(str(qid), text.strip(), tuple(o.strip() for o in options))
@@ -108,7 +112,9 @@ def survey_answer_of(event: Any) -> SurveyAnswer | None:
             return None
         question, answer = match["q"], match["a"]
     key = question_key(attrs.get("question_id"), question)
-    return SurveyAnswer(event.customer_id, key, str(question), str(answer).strip(), event.event_id, event.timestamp)
+    return SurveyAnswer(
+        event.customer_id, key, str(question), str(answer).strip(), event.event_id, event.timestamp
+    )
 
 
 class AnswerMatrix:
@@ -225,14 +231,18 @@ class ChoiceModel:
         None when nobody in the panel answered the question with numbers: there is nothing to ground it.
         """
         key = self.matrix.find_key(question)
-        values = sorted({v for a in self.matrix.by_key.get(key, {}).values() if (v := _number(a.answer)) is not None})
-        if not key or len(values) < 2:
+        if key is None:
             return None
-        options = tuple(_format_number(v) for v in values)
-        answer = self.choose(twin_id, Question(question.id, question.text, options))
-        mean = sum(_number(o) * p for o, p in answer.distribution.items())  # type: ignore[operator]
+        values = sorted({v for a in self.matrix.by_key[key].values() if (v := _number(a.answer)) is not None})
+        if len(values) < 2:
+            return None
+        by_option = {_format_number(v): v for v in values}
+        answer = self.choose(twin_id, Question(question.id, question.text, tuple(by_option)))
+        mean = sum(by_option[o] * p for o, p in answer.distribution.items())
         text = _format_number(round(mean, 2))
-        return replace(answer, answer=text, reason=answer.reason.replace(f"I'd say {answer.answer}", f"I'd say {text}"))
+        return replace(
+            answer, answer=text, reason=answer.reason.replace(f"I'd say {answer.answer}", f"I'd say {text}")
+        )
 
     def choose(
         self, twin_id: str, question: Question, *, llm_scores: Mapping[str, float] | None = None
@@ -258,13 +268,16 @@ class ChoiceModel:
             detail = f"{len(used)} related answers of mine, weighed by how twins who gave them answered this"
             parts.append(Part("similar", self.weights.similar, similar, detail))
             citations.extend(
-                Citation(a.event_id, f"Q: {a.question} A: {a.answer}", round(score, 4)) for a, score in used[:5]
+                Citation(a.event_id, f"Q: {a.question} A: {a.answer}", round(score, 4))
+                for a, score in used[:5]
             )
 
         if llm_scores is None and self.scorer is not None and self.weights.llm > 0:
             llm_scores = self.scorer(twin_id, question, [a for a, _ in used[:8]])
         if llm_scores:
-            parts.append(Part("llm", self.weights.llm, _softmax(llm_scores, options), "option log-likelihoods"))
+            parts.append(
+                Part("llm", self.weights.llm, _softmax(llm_scores, options), "option log-likelihoods")
+            )
 
         distribution = _pool(parts, options)
         answer = max(options, key=lambda o: (distribution[o], -options.index(o)))
@@ -272,7 +285,14 @@ class ChoiceModel:
         total = sum(p.weight for p in parts) or 1.0
         parts = [Part(p.name, p.weight / total, p.distribution, p.detail) for p in parts]
         return ChoiceAnswer(
-            twin_id, question.id, answer, distribution, _reason(answer, evidence, own, used), citations, parts, evidence
+            twin_id,
+            question.id,
+            answer,
+            distribution,
+            _reason(answer, evidence, own, used),
+            citations,
+            parts,
+            evidence,
         )
 
     # --- parts ---------------------------------------------------------------------------------------
@@ -288,7 +308,9 @@ class ChoiceModel:
 
     def _panel_detail(self, key: str | None, *, exclude: str) -> str:
         n = len([t for t in self.matrix.by_key.get(key, {}) if t != exclude]) if key else 0
-        return f"answers of {n} other twins in the panel" if n else "no twin in the panel answered this: uniform"
+        return (
+            f"answers of {n} other twins in the panel" if n else "no twin in the panel answered this: uniform"
+        )
 
     def _own(self, option: str, panel: Mapping[str, float]) -> dict[str, float]:
         rest = 1.0 - self.weights.own_consistency
@@ -333,11 +355,20 @@ class ChoiceModel:
                     continue
                 pairs = [(answers[t].answer, o) for t, o in targets.items() if t in answers]
                 if len(pairs) >= self.weights.min_overlap:
-                    scored.append(_Related(feature, _mutual_information(pairs), Counter(pairs),
-                                           Counter(o for _, o in pairs), {v for v, _ in pairs}))
+                    scored.append(
+                        _Related(
+                            feature,
+                            _mutual_information(pairs),
+                            Counter(pairs),
+                            Counter(o for _, o in pairs),
+                            {v for v, _ in pairs},
+                        )
+                    )
             scored.sort(key=lambda r: r.information, reverse=True)
             # Keep more than `features`: a twin may not have answered the very top ones.
-            self._informative[cache_key] = [r for r in scored[: self.weights.features * 8] if r.information > 0]
+            self._informative[cache_key] = [
+                r for r in scored[: self.weights.features * 8] if r.information > 0
+            ]
         return self._informative[cache_key]
 
 
@@ -398,7 +429,9 @@ def _pool(parts: Sequence[Part], options: Sequence[str]) -> dict[str, float]:
     return {o: v / norm for o, v in pooled.items()}
 
 
-def _reason(answer: str, evidence: str, own: SurveyAnswer | None, used: list[tuple[SurveyAnswer, float]]) -> str:
+def _reason(
+    answer: str, evidence: str, own: SurveyAnswer | None, used: list[tuple[SurveyAnswer, float]]
+) -> str:
     if evidence == "own_answer" and own is not None:
         return f"I'd say {answer}: when I was asked this before, I answered {own.answer}."
     if evidence == "similar_twins":

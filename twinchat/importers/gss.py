@@ -18,11 +18,41 @@ from twinchat.domain.readers import RawRecord, UnreadableInput
 WAVE_YEARS = {1: 2006, 2: 2008, 3: 2010}
 PROFILE_FIELDS = ("age", "sex", "race", "degree", "marital", "region", "relig", "income", "born", "wrkstat")
 # Interview and sampling administration, ids, weights and dates: never questions about the person.
-ADMIN_VARIABLES = frozenset({
-    "firstid", "wave", "id", "year", "ballot", "form", "version", "mode", "spaneng", "feeused", "consent",
-    "coop", "comprend", "rvisitor", "sampcode", "sample", "samptype", "vstrat", "vpsu", "oversamp", "formwt",
-    "dateintv", "intage", "intsex", "intethn", "intyrs", "intid", "issp", "phase", "lngthinv", "respnum",
-})
+ADMIN_VARIABLES = frozenset(
+    {
+        "firstid",
+        "wave",
+        "id",
+        "year",
+        "ballot",
+        "form",
+        "version",
+        "mode",
+        "spaneng",
+        "feeused",
+        "consent",
+        "coop",
+        "comprend",
+        "rvisitor",
+        "sampcode",
+        "sample",
+        "samptype",
+        "vstrat",
+        "vpsu",
+        "oversamp",
+        "formwt",
+        "dateintv",
+        "intage",
+        "intsex",
+        "intethn",
+        "intyrs",
+        "intid",
+        "issp",
+        "phase",
+        "lngthinv",
+        "respnum",
+    }
+)
 ADMIN_WORDS = ("ballot", "questionnaire", "interview", "weight", "sampl", "consent", "incentive", "date of")
 _LETTER = re.compile(r"[A-Za-z]")
 _NUMBERING = re.compile(r"^\s*[A-Z]?\d+[a-z]?\.\s+")
@@ -49,7 +79,10 @@ class GssPanel:
             documentation = pd.read_csv(doc, dtype=str)
         except (ValueError, OSError) as exc:
             raise UnreadableInput(f"{panel}: cannot read the GSS panel ({exc})") from None
-        for name, frame, needed in ((panel, rows, {"firstid", "wave"}), (doc, documentation, {"variable", "var_text"})):
+        for name, frame, needed in (
+            (panel, rows, {"firstid", "wave"}),
+            (doc, documentation, {"variable", "var_text"}),
+        ):
             missing = needed - set(frame.columns)
             if missing:
                 raise UnreadableInput(f"{name}: lacks the column(s) {', '.join(sorted(missing))}")
@@ -65,7 +98,9 @@ class GssPanel:
     def is_administrative(self, variable: str) -> bool:
         label = self.labels.get(variable, "").lower()
         return (
-            variable in ADMIN_VARIABLES or variable.startswith(("wt", "samp")) or any(w in label for w in ADMIN_WORDS)
+            variable in ADMIN_VARIABLES
+            or variable.startswith(("wt", "samp"))
+            or any(w in label for w in ADMIN_WORDS)
         )
 
     def row_answers(self, row: Mapping[str, Any]) -> dict[str, str]:
@@ -103,9 +138,11 @@ class GssPanel:
                 label = answers.get(variable)
                 if label is None or variable in hidden:
                     continue
-                yield RawRecord(str(self.path), int(line) + 2, survey_record(
-                    f"{id_prefix}{person}", variable, self.wording[variable], label, wave
-                ))
+                yield RawRecord(
+                    str(self.path),
+                    int(line) + 2,
+                    survey_record(f"{id_prefix}{person}", variable, self.wording[variable], label, wave),
+                )
 
 
 def survey_record(customer_id: str, variable: str, wording: str, label: str, wave: int) -> dict[str, Any]:

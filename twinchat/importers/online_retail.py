@@ -16,7 +16,16 @@ from typing import Any, Literal
 
 from twinchat.domain.readers import RawRecord, RowProblem, UnreadableInput
 
-COLUMNS = ("InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID", "Country")
+COLUMNS = (
+    "InvoiceNo",
+    "StockCode",
+    "Description",
+    "Quantity",
+    "InvoiceDate",
+    "UnitPrice",
+    "CustomerID",
+    "Country",
+)
 Granularity = Literal["invoice", "line"]
 
 
@@ -57,7 +66,9 @@ class OnlineRetailImport:
         lines, problems = self._read()
         yield from problems
         if self.customers is not None:
-            invoices = Counter({c: len({x.invoice for x in lines if x.customer == c}) for c in {x.customer for x in lines}})
+            invoices = Counter(
+                {c: len({x.invoice for x in lines if x.customer == c}) for c in {x.customer for x in lines}}
+            )
             keep = {c for c, _ in sorted(invoices.items(), key=lambda kv: (-kv[1], kv[0]))[: self.customers]}
             self.skipped["customer not among the selected"] += sum(1 for x in lines if x.customer not in keep)
             lines = [x for x in lines if x.customer in keep]
@@ -87,7 +98,9 @@ class OnlineRetailImport:
             reader = csv.DictReader(handle)
             missing = set(COLUMNS) - set(reader.fieldnames or [])
             if missing:
-                raise UnreadableInput(f"{self.path}: not an Online Retail file, it lacks {', '.join(sorted(missing))}")
+                raise UnreadableInput(
+                    f"{self.path}: not an Online Retail file, it lacks {', '.join(sorted(missing))}"
+                )
             for row in reader:
                 customer = (row["CustomerID"] or "").strip()
                 if not customer:
@@ -112,20 +125,31 @@ def _parse(row: dict[str, str], line: int) -> _Line:
         try:
             return kind(row[name].strip())
         except (ValueError, AttributeError):
-            raise _BadField(name, f"{row[name]!r} is not a {'whole number' if kind is int else 'number'}") from None
+            raise _BadField(
+                name, f"{row[name]!r} is not a {'whole number' if kind is int else 'number'}"
+            ) from None
 
     try:
         when = datetime.fromisoformat(row["InvoiceDate"].strip())
     except (ValueError, AttributeError):
-        raise _BadField("InvoiceDate", f"{row['InvoiceDate']!r} is not a date like 2011-03-04 10:15:00") from None
+        raise _BadField(
+            "InvoiceDate", f"{row['InvoiceDate']!r} is not a date like 2011-03-04 10:15:00"
+        ) from None
     product = " ".join((row["Description"] or "").split())
     if not product:
         raise _BadField("Description", "is empty: a purchase needs a product")
     customer = row["CustomerID"].strip()
     customer = customer[:-2] if customer.endswith(".0") else customer
     return _Line(
-        line, row["InvoiceNo"].strip(), row["StockCode"].strip(), product, number("Quantity", int),
-        number("UnitPrice", float), when, customer, (row["Country"] or "").strip(),
+        line,
+        row["InvoiceNo"].strip(),
+        row["StockCode"].strip(),
+        product,
+        number("Quantity", int),
+        number("UnitPrice", float),
+        when,
+        customer,
+        (row["Country"] or "").strip(),
     )
 
 
