@@ -229,9 +229,7 @@ class TwinService:
         # Counts are read back from the store, so a run interrupted between the two writes heals on re-run.
         counts = {t: self.store.count(t) for t in by_twin}
         self.registry.touch_twins(counts, panel=panel)
-        # --- profiles: fold only the events just stored into each twin's profile ---
         self._update_profiles(fresh, counts)
-        # --- end profiles ---
         report.twins_touched.update(by_twin)
         report.new_twins.update(t for t, was_known in known.items() if not was_known)
 
