@@ -65,6 +65,16 @@ class Settings(BaseSettings):
     # be given a weight after the same measurement.
     survey_llm_weight: float = Field(default=0.0, ge=0.0, le=1.0)
 
+    # The customer in control.
+    default_consent: list[Literal["research", "product", "marketing"]] = Field(
+        default=["research", "product"],
+        description="purposes a new twin's customer consents to until they say otherwise (JSON list)",
+    )
+    correction_judge: Literal["auto", "llm", "none"] = Field(
+        default="auto",
+        description="auto: an LLM confirms contradictions for openai: models, never for the 135M",
+    )
+
     # Ingestion.
     batch_size: int = Field(default=256, ge=1)
 

@@ -9,6 +9,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from twinchat.domain.control import AuditEntry, Consent, MemoryStatus
 from twinchat.domain.events import Event
 from twinchat.domain.models import Memory, Message, Twin
 from twinchat.domain.sessions import Session, Turn
@@ -91,6 +92,10 @@ class MemoryStore(ABC):
     @abstractmethod
     def delete_twin(self, twin_id: str) -> None: ...
 
+    @abstractmethod
+    def delete_events(self, twin_id: str, event_ids: Sequence[str]) -> None:
+        """Remove these events of the twin (a memory the customer asked to forget)."""
+
 
 class TwinRegistry(ABC):
     """Metadata about twins and panels (SQL by default)."""
@@ -131,6 +136,36 @@ class TwinRegistry(ABC):
         """Add twins to a panel and take others out of it."""
 
     @abstractmethod
+    def consents_of(self, twin_id: str) -> dict[str, Consent]: ...
+
+    @abstractmethod
+    def set_consents(self, consents: Sequence[Consent], *, only_if_absent: bool = False) -> None:
+        """Record consent decisions; with only_if_absent, never change a decision already recorded."""
+
+    @abstractmethod
+    def record(self, entries: Sequence[AuditEntry]) -> None:
+        """Append audit entries. The audit is append-only."""
+
+    @abstractmethod
+    def audit_entries(self, *, twin_id: str | None = None, limit: int | None = None) -> list[AuditEntry]: ...
+
+    @abstractmethod
+    def set_memory_status(self, statuses: Sequence[MemoryStatus]) -> None: ...
+
+    @abstractmethod
+    def memory_statuses(self, twin_id: str) -> dict[str, MemoryStatus]: ...
+
+    @abstractmethod
+    def delete_survey_answers(self, twin_id: str, event_ids: Sequence[str]) -> None: ...
+
+    @abstractmethod
+    def erase_twin(self, twin_id: str, *, tombstone: str) -> None:
+        """Delete every row about the twin; its audit rows keep only a tombstone, the action and the time."""
+
+    @abstractmethod
+    def sessions_of(self, twin_id: str) -> list[Session]: ...
+
+    @abstractmethod
     def create_session(self, session: Session) -> None: ...
 
     @abstractmethod
@@ -145,5 +180,7 @@ class TwinRegistry(ABC):
         """Record structured survey answers found in newly stored events (an event id once)."""
 
     @abstractmethod
-    def survey_answers(self, *, twin_ids: Sequence[str] | None = None) -> list[SurveyAnswer]:
-        """Survey answers of these twins (all twins when None)."""
+    def survey_answers(
+        self, *, twin_ids: Sequence[str] | None = None, valid_only: bool = False
+    ) -> list[SurveyAnswer]:
+        """Survey answers of these twins (all twins when None); valid_only leaves out invalidated ones."""

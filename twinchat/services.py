@@ -13,14 +13,34 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from twinchat.config import Settings
+from twinchat.domain.control import (
+    LOCAL_CUSTOMER,
+    LOCAL_RESEARCH,
+    PURPOSES,
+    SELF,
+    AuditEntry,
+    Consent,
+    ConsentDenied,
+    MemoryStatus,
+    Use,
+    check_purpose,
+)
+from twinchat.domain.corrections import (
+    CorrectionResult,
+    SurveyFix,
+    correction_id,
+    looks_like_correction,
+    superseded_by,
+    survey_fix,
+)
 from twinchat.domain.events import Event, EventError
-from twinchat.domain.models import Answer, Message, Twin
+from twinchat.domain.models import Answer, Memory, Message, Twin
 from twinchat.domain.persona import PersonaPrompter, sanitize
 from twinchat.domain.profile import Profile, ProfileVersionError, summarize, summary_author
 from twinchat.domain.profile import update as update_profile
 from twinchat.domain.prompts import PromptTemplate, load_prompt
 from twinchat.domain.readers import RawRecord, RowProblem, UnreadableInput, count_rows, read_records
-from twinchat.domain.retrieval import LexicalIndexCache, RetrievalPolicy, ScoredMemory
+from twinchat.domain.retrieval import LexicalIndexCache, RetrievalPolicy, ScoredMemory, tokenize
 from twinchat.domain.sessions import Session, Turn, new_session_id, now
 from twinchat.domain.survey import (
     AnswerMatrix,
@@ -231,7 +251,25 @@ class TwinService:
         self.registry.touch_twins(counts, panel=panel)
         self._update_profiles(fresh, counts)
         report.twins_touched.update(by_twin)
-        report.new_twins.update(t for t, was_known in known.items() if not was_known)
+        created = [t for t, was_known in known.items() if not was_known]
+        report.new_twins.update(created)
+        if created:
+            at = now()
+            self.registry.set_consents(
+                [
+                    Consent(t, p, True, at, "default at ingest")
+                    for t in created
+                    for p in self.settings.default_consent
+                ],
+                only_if_absent=True,
+            )
+        self.registry.record(
+            [
+                AuditEntry(now(), "ingest", "ingest", t, SELF, [], {"stored": len(e)})
+                for t, e in fresh.items()
+                if e
+            ]
+        )
 
     # --- twins ---------------------------------------------------------------------------------------
 
@@ -307,6 +345,225 @@ class TwinService:
         self.registry.set_panel(panel, add=add, remove=remove)
         return self.registry.panels()
 
+    # --- the customer in control -----------------------------------------------------------------------
+
+    def authorize(self, twin_id: str, use: Use, action: str) -> Twin:
+        """The twin, if its customer consents to this use; otherwise ConsentDenied, and the refusal audited."""
+        twin = self.twin(twin_id)
+        check_purpose(use.purpose)
+        if use.purpose == SELF or twin.synthetic:
+            return twin
+        consent = self.registry.consents_of(twin_id).get(use.purpose)
+        if consent is None or not consent.granted:
+            self._audit(use, "refused", twin_id, [], attempted=action)
+            raise ConsentDenied(twin_id, use.purpose, consent)
+        return twin
+
+    def _audit(self, use: Use, action: str, twin_id: str, evidence: Sequence[str], **detail: Any) -> None:
+        self.registry.record(
+            [AuditEntry(now(), use.actor, action, twin_id, use.purpose, list(evidence), detail)]
+        )
+
+    def consents(self, twin_id: str) -> dict[str, Consent | None]:
+        self.twin(twin_id)
+        recorded = self.registry.consents_of(twin_id)
+        return {p: recorded.get(p) for p in PURPOSES}
+
+    def set_consent(self, twin_id: str, purpose: str, granted: bool, *, use: Use = LOCAL_CUSTOMER) -> Consent:
+        """Grant or withdraw consent for a purpose; it takes effect for the very next use."""
+        self.twin(twin_id)
+        if purpose not in PURPOSES:
+            raise ValueError(f"purpose: {purpose!r} is not one of {', '.join(PURPOSES)}")
+        consent = Consent(twin_id, purpose, granted, now(), use.actor)
+        self.registry.set_consents([consent])
+        self._audit(use, "consent", twin_id, [], purpose=purpose, granted=granted)
+        return consent
+
+    def correct(self, twin_id: str, statement: str, *, use: Use = LOCAL_CUSTOMER) -> CorrectionResult:
+        """Store the customer's statement as an authoritative memory; supersede the memories it contradicts."""
+        self.authorize(twin_id, use, "correct")
+        statement = " ".join(statement.split())
+        if not statement:
+            raise ValueError("statement: must not be empty")
+        at = now()
+        event_id = correction_id(twin_id, statement, at)
+        candidates = self.retrieve(twin_id, statement)
+        superseded = [m.event.event_id for m in superseded_by(statement, candidates, judge=self._judge)]
+        fix = self._survey_fix(twin_id, statement)
+        record: dict[str, Any] = {
+            "customer_id": twin_id,
+            "event_id": event_id,
+            "text": statement,
+            "timestamp": at.isoformat(),
+            "source": "correction",
+            "kind": "correction",
+            "importance": 1.0,
+            "corrected_by": use.actor,
+        }
+        if fix is not None:
+            record.update(question_id=fix.key, question=fix.question, answer=fix.answer)
+            superseded += [e for e in fix.replaces if e not in superseded]
+        report = self.ingest_records([RawRecord("correction", None, record)])
+        if report.rejected:
+            raise ValueError(f"statement: {report.rejected[0].reason}")
+        self.registry.set_memory_status(
+            [
+                MemoryStatus(twin_id, e, "superseded", at, event_id, "contradicted by a correction")
+                for e in superseded
+            ]
+        )
+        self._lexical_indexes.drop(twin_id)
+        self._audit(use, "correct", twin_id, superseded, correction=event_id)
+        return CorrectionResult(twin_id, event_id, statement, superseded, fix)
+
+    def forget(self, twin_id: str, event_id: str, *, use: Use = LOCAL_CUSTOMER) -> None:
+        """Remove one memory at the customer's request; a tombstone records when and by whom, not what."""
+        self.authorize(twin_id, use, "forget")
+        if not self.store.stored_texts(twin_id, [event_id]):
+            raise LookupError(
+                f"twin {twin_id} has no memory {event_id!r}; `twinchat memories {twin_id}` lists them"
+            )
+        self.store.delete_events(twin_id, [event_id])
+        self.registry.delete_survey_answers(twin_id, [event_id])
+        self.registry.set_memory_status([MemoryStatus(twin_id, event_id, "forgotten", now(), use.actor, "")])
+        self.registry.touch_twins({twin_id: self.store.count(twin_id)})
+        self._lexical_indexes.drop(twin_id)
+        self._audit(use, "forget", twin_id, [event_id])
+
+    def memories(
+        self,
+        twin_id: str,
+        *,
+        search: str | None = None,
+        include_invalid: bool = True,
+        use: Use = LOCAL_CUSTOMER,
+    ) -> list[dict[str, Any]]:
+        """What the twin knows: its memories with source and validity, newest first, optionally searched."""
+        self.authorize(twin_id, use, "memories")
+        statuses = self.registry.memory_statuses(twin_id)
+        events = self.store.events(twin_id)
+        if search:
+            words = set(tokenize(search))
+            ranked = {
+                m.event.event_id
+                for m in self.store.search(twin_id, search, k=len(events) or 1)
+                if m.score >= 0.3
+            }
+            events = [e for e in events if e.event_id in ranked or words & set(tokenize(e.text))]
+        rows = []
+        for event in sorted(events, key=lambda e: (e.timestamp is not None, e.timestamp), reverse=True):
+            status = statuses.get(event.event_id)
+            if status is not None and not include_invalid:
+                continue
+            rows.append(
+                {
+                    **event.to_record(),
+                    "valid": status is None,
+                    **({"status": status.to_dict()} if status else {}),
+                }
+            )
+        return rows
+
+    def export(self, twin_id: str, *, use: Use = LOCAL_CUSTOMER) -> dict[str, Any]:
+        """Everything held about the customer, machine readable."""
+        twin = self.authorize(twin_id, use, "export")
+        statuses = self.registry.memory_statuses(twin_id)
+        events = self.store.events(twin_id)
+        self._audit(use, "export", twin_id, [])
+        sessions = self.registry.sessions_of(twin_id)
+        return {
+            "format": "twinchat-export/1",
+            "exported_at": now().isoformat(),
+            "twin": twin.to_dict(),
+            "consents": {p: c.to_dict() if c else None for p, c in self.consents(twin_id).items()},
+            "events": [
+                {
+                    **e.to_record(),
+                    "valid": e.event_id not in statuses,
+                    **({"status": statuses[e.event_id].to_dict()} if e.event_id in statuses else {}),
+                }
+                for e in events
+            ],
+            "corrections": [e.to_record() for e in events if e.source == "correction"],
+            "forgotten": [m.to_dict() for m in statuses.values() if m.state == "forgotten"],
+            "survey_answers": [
+                {"question_id": a.key, "question": a.question, "answer": a.answer, "event_id": a.event_id}
+                for a in self.registry.survey_answers(twin_ids=[twin_id])
+            ],
+            "profile": self.profile(twin_id).to_dict(),
+            "sessions": [sess.to_dict() for sess in sessions],
+            "audit": [e.to_dict() for e in self.registry.audit_entries(twin_id=twin_id)],
+        }
+
+    def erase(self, twin_id: str, *, use: Use = LOCAL_CUSTOMER) -> str:
+        """Erase the customer: collection, metadata, derived data and caches. Returns the audit tombstone."""
+        self.authorize(twin_id, use, "erase")
+        tombstone = f"erased-{new_session_id().removeprefix('ses_')}"
+        texts = [e.text for e in self.store.events(twin_id)]
+        self.store.delete_twin(twin_id)
+        self.registry.erase_twin(twin_id, tombstone=tombstone)
+        self._lexical_indexes.drop(twin_id)
+        forget_texts = getattr(getattr(self.store, "embeddings", None), "forget", None)
+        if forget_texts is not None:
+            forget_texts(texts)
+        self.registry.record([AuditEntry(now(), use.actor, "erase", tombstone, use.purpose, [], {})])
+        compact = getattr(self.registry, "vacuum", None)
+        if compact is not None:
+            compact()
+        return tombstone
+
+    def audit(self, *, twin_id: str | None = None, limit: int | None = None) -> list[AuditEntry]:
+        return self.registry.audit_entries(twin_id=twin_id, limit=limit)
+
+    def _judge(self, old: str, new: str) -> bool | None:
+        """With a capable model: does the new statement contradict or replace the old memory? (yes/no)"""
+        if not self._judge_enabled:
+            return None
+        messages = [
+            Message("system", "You compare two statements about one customer. Answer Yes or No."),
+            Message(
+                "user",
+                f"Earlier record: {sanitize(old)}\nCustomer now says: {sanitize(new)}\n"
+                "Does the new statement contradict or replace the earlier record?",
+            ),
+        ]
+        scores = self.chat_model.score_options(messages, ["Yes", "No"])
+        if scores is not None:
+            return scores["Yes"] >= scores["No"]
+        reply = self.chat_model.complete(messages, max_tokens=3, temperature=0.0).strip().lower()
+        return True if reply.startswith("yes") else False if reply.startswith("no") else None
+
+    @property
+    def _judge_enabled(self) -> bool:
+        setting = self.settings.correction_judge
+        return setting == "llm" or (setting == "auto" and self.settings.llm.startswith("openai:"))
+
+    def _survey_fix(self, twin_id: str, statement: str) -> SurveyFix | None:
+        """The survey question a correction answers: one the twin or its panels were asked, naming a label."""
+        panels = self.twin(twin_id).panels
+        scope = sorted({t.twin_id for p in panels for t in self.registry.list_twins(panel=p)} | {twin_id})
+        answers = self.registry.survey_answers(twin_ids=scope, valid_only=True)
+        if not answers:
+            return None
+        questions: dict[str, tuple[str, set[str]]] = {}
+        own: dict[str, list[str]] = {}
+        for a in answers:
+            questions.setdefault(a.key, (a.question, set()))[1].add(a.answer)
+            if a.twin_id == twin_id:
+                own.setdefault(a.key, []).append(a.event_id)
+        embedder = getattr(getattr(self.store, "embeddings", None), "embedder", None) or getattr(
+            self.store, "embedder", None
+        )
+
+        def similarity(text: str, others: Sequence[str]) -> list[float]:
+            if embedder is None:
+                words = set(tokenize(text))
+                return [len(words & set(tokenize(o))) / (len(set(tokenize(o))) or 1) for o in others]
+            vectors = embedder.embed_batch([text, *others])
+            return [sum(a * b for a, b in zip(vectors[0], v, strict=True)) for v in vectors[1:]]
+
+        return survey_fix(statement, questions, own, similarity)
+
     # --- conversations ---------------------------------------------------------------------------------
 
     def start_session(self, twin_id: str) -> Session:
@@ -321,17 +578,36 @@ class TwinService:
             raise SessionNotFound(session_id)
         return session
 
-    def chat_stream(self, session_id: str, message: str) -> Iterator[str | Answer]:
-        """One turn of a conversation: streamed like ask_stream, remembered in the session afterwards."""
+    def chat_stream(
+        self, session_id: str, message: str, *, use: Use = LOCAL_RESEARCH
+    ) -> Iterator[str | Answer]:
+        """One turn of a conversation: streamed like ask_stream, remembered in the session afterwards.
+
+        A customer talking to their own twin (purpose ``self``) corrects it by saying so ("Actually, I ...").
+        """
         session = self.session(session_id)
         asked = now()
         answer: Answer | None = None
-        for part in self.ask_stream(
-            session.twin_id,
-            message,
-            conversation=session.conversation(),
-            query=session.retrieval_query(message),
-        ):
+        if use.purpose == SELF and looks_like_correction(message):
+            result = self.correct(session.twin_id, message, use=use)
+            replaced = len(result.superseded)
+            text = f"Thank you, I'll remember that: {message.strip()}" + (
+                f" (it replaces {replaced} earlier {'memory' if replaced == 1 else 'memories'})"
+                if replaced
+                else ""
+            )
+            answer = Answer(session.twin_id, text, [], abstained=False, model="correction", simulated=False)
+            parts: Iterable[str | Answer] = [text, answer]
+        else:
+            parts = self.ask_stream(
+                session.twin_id,
+                message,
+                conversation=session.conversation(),
+                query=session.retrieval_query(message),
+                use=use,
+                action="chat",
+            )
+        for part in parts:
             if isinstance(part, Answer):
                 answer = part
             yield part
@@ -344,8 +620,8 @@ class TwinService:
             ],
         )
 
-    def chat(self, session_id: str, message: str) -> Answer:
-        parts = list(self.chat_stream(session_id, message))
+    def chat(self, session_id: str, message: str, *, use: Use = LOCAL_RESEARCH) -> Answer:
+        parts = list(self.chat_stream(session_id, message, use=use))
         answer = parts[-1]
         assert isinstance(answer, Answer)
         return answer
@@ -356,7 +632,7 @@ class TwinService:
         """The structured-answer model over the panels these twins belong to (every twin when in none)."""
         panels = {p for t in twin_ids for p in self.twin(t).panels}
         scope = sorted({t.twin_id for p in panels for t in self.registry.list_twins(panel=p)} | set(twin_ids))
-        answers = self.registry.survey_answers(twin_ids=scope if panels else None)
+        answers = self.registry.survey_answers(twin_ids=scope if panels else None, valid_only=True)
         scorer = self._score_options if self.survey_weights.llm > 0 else None
         return ChoiceModel(AnswerMatrix(answers), self.survey_weights, scorer=scorer)
 
@@ -386,17 +662,39 @@ class TwinService:
         ]
         return self.chat_model.score_options(messages, question.options)
 
-    def choose(self, twin_id: str, question: Question, *, model: ChoiceModel | None = None) -> ChoiceAnswer:
+    def choose(
+        self, twin_id: str, question: Question, *, model: ChoiceModel | None = None, use: Use = LOCAL_RESEARCH
+    ) -> ChoiceAnswer:
         """A multiple-choice answer with its distribution, reason, evidence, and the weight of each part."""
-        self.twin(twin_id)
-        return (model or self.choice_model([twin_id])).choose(twin_id, question)
+        self.authorize(twin_id, use, "choose")
+        answer = (model or self.choice_model([twin_id])).choose(twin_id, question)
+        self._audit(use, "choose", twin_id, [c.event_id for c in answer.citations], question_id=question.id)
+        return answer
 
     def survey(
-        self, questions: Sequence[Question], twin_ids: Sequence[str], *, progress: bool = False
+        self,
+        questions: Sequence[Question],
+        twin_ids: Sequence[str],
+        *,
+        progress: bool = False,
+        use: Use = LOCAL_RESEARCH,
+        refused: list[str] | None = None,
     ) -> Iterator[dict[str, Any]]:
-        """One record per twin and question: choices with distributions, free questions answered in words."""
+        """One record per twin and question: choices with distributions, free questions answered in words.
+
+        Twins whose customers have not consented to the purpose are refused: with a ``refused`` list they are
+        left out and their refusals appended to it, without it the first refusal raises ConsentDenied.
+        """
+        allowed = []
         for t in twin_ids:
-            self.twin(t)
+            try:
+                self.authorize(t, use, "survey")
+                allowed.append(t)
+            except ConsentDenied as exc:
+                if refused is None:
+                    raise
+                refused.append(str(exc))
+        twin_ids = allowed
         model = self.choice_model(twin_ids) if any(q.is_structured for q in questions) else None
         pairs = [(t, q) for t in twin_ids for q in questions]
         for twin_id, question in _progress(
@@ -409,8 +707,15 @@ class TwinService:
                 structured = model.estimate(twin_id, question)  # None: no numbers in the panel, ask in words
             if structured is not None:
                 record = structured.to_dict()
+                self._audit(
+                    use,
+                    "survey",
+                    twin_id,
+                    [c.event_id for c in structured.citations],
+                    question_id=question.id,
+                )
             else:
-                answer = self.ask(twin_id, question.text)
+                answer = self.ask(twin_id, question.text, use=use)
                 record = {
                     "twin_id": twin_id,
                     "question_id": question.id,
@@ -450,38 +755,56 @@ class TwinService:
         twin and rebuilt when its event count changes. ``memory.score`` stays the cosine similarity.
         """
         self.twin(twin_id)
+        invalid = set(self.registry.memory_statuses(twin_id))
         index = self._lexical_indexes.get(
-            twin_id, count=self.store.count(twin_id), load=lambda: self.store.events(twin_id)
-        )
-        return self.retrieval_policy.retrieve(
-            question, search=lambda k: self.store.search(twin_id, question, k=k), index=index
+            twin_id,
+            version=(self.store.count(twin_id), len(invalid)),
+            load=lambda: [e for e in self.store.events(twin_id) if e.event_id not in invalid],
         )
 
-    def ask(self, twin_id: str, question: str, *, conversation: Sequence[Message] = ()) -> Answer:
+        def search(k: int) -> list[Memory]:
+            # Superseded and forgotten memories are not evidence; ask for enough to make up for them.
+            found = self.store.search(twin_id, question, k=k + len(invalid))
+            return [m for m in found if m.event.event_id not in invalid][:k]
+
+        return self.retrieval_policy.retrieve(question, search=search, index=index)
+
+    def ask(
+        self, twin_id: str, question: str, *, conversation: Sequence[Message] = (), use: Use = LOCAL_RESEARCH
+    ) -> Answer:
         """The twin's answer to one question, grounded in its own history, or an honest abstention."""
         answer: Answer | None = None
-        for part in self.ask_stream(twin_id, question, conversation=conversation):
+        for part in self.ask_stream(twin_id, question, conversation=conversation, use=use):
             if isinstance(part, Answer):
                 answer = part
         assert answer is not None
         return answer
 
     def ask_stream(
-        self, twin_id: str, question: str, *, conversation: Sequence[Message] = (), query: str | None = None
+        self,
+        twin_id: str,
+        question: str,
+        *,
+        conversation: Sequence[Message] = (),
+        query: str | None = None,
+        use: Use = LOCAL_RESEARCH,
+        action: str = "ask",
     ) -> Iterator[str | Answer]:
         """Yield the answer's text as it is generated, then the finished Answer with its citations.
 
-        ``query`` is what evidence is retrieved for, when it should differ from the question (a follow-up).
+        ``query`` is what evidence is retrieved for, when it should differ from the question (a follow-up);
+        ``action`` is how the use is named in the audit.
         """
-        self.twin(twin_id)
         if not question.strip():
             raise ValueError("question: must not be empty")
+        self.authorize(twin_id, use, action)
         memories = [s.memory for s in self.retrieve(twin_id, query or question)]
         summary = self.profile(twin_id).summary
         prompt = self.prompter.build(twin_id, question, memories, conversation=conversation, summary=summary)
         if not prompt.evidence:
             # No evidence, no generation: a small model asked anyway would invent an answer.
             text = self.prompter.abstain_text
+            self._audit(use, action, twin_id, [], abstained=True)
             yield text
             yield Answer(twin_id, text, [], abstained=True, model=self.settings.llm)
             return
@@ -492,6 +815,7 @@ class TwinService:
             pieces.append(piece)
             yield piece
         text, citations = self.prompter.citations("".join(pieces).strip(), prompt.evidence)
+        self._audit(use, action, twin_id, [c.event_id for c in citations], abstained=False)
         yield Answer(
             twin_id,
             text or self.prompter.abstain_text,

@@ -111,6 +111,10 @@ class InMemoryStore(MemoryStore):
     def delete_twin(self, twin_id: str) -> None:
         self._data.pop(twin_id, None)
 
+    def delete_events(self, twin_id: str, event_ids: Sequence[str]) -> None:
+        for event_id in event_ids:
+            self._data.get(twin_id, {}).pop(event_id, None)
+
 
 def fake_service(home: Path, *, chat_model: ChatModel | None = None, **settings: Any) -> TwinService:
     """A TwinService on fakes (hash embedder, in-memory store, word counts) with real SQLite metadata.

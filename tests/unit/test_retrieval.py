@@ -261,12 +261,12 @@ def test_the_index_cache_rebuilds_when_the_count_changes_and_forgets_old_twins()
     def load(twin: str, n: int):
         return lambda: loads.append(twin) or [ev(f"{twin}{i}", "x") for i in range(n)]
 
-    first = cache.get("a", count=1, load=load("a", 1))
-    assert cache.get("a", count=1, load=load("a", 1)) is first
-    assert cache.get("a", count=2, load=load("a", 2)).size == 2
-    cache.get("b", count=1, load=load("b", 1))
-    cache.get("c", count=1, load=load("c", 1))  # evicts "a", the least recently used
-    cache.get("a", count=2, load=load("a", 2))
+    first = cache.get("a", version=1, load=load("a", 1))
+    assert cache.get("a", version=1, load=load("a", 1)) is first
+    assert cache.get("a", version=2, load=load("a", 2)).size == 2
+    cache.get("b", version=1, load=load("b", 1))
+    cache.get("c", version=1, load=load("c", 1))  # evicts "a", the least recently used
+    cache.get("a", version=2, load=load("a", 2))
     assert loads == ["a", "a", "b", "c", "a"]
 
 

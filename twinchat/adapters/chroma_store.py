@@ -121,6 +121,11 @@ class ChromaMemoryStore(MemoryStore):
         store = self._store(twin_id, create=False)
         return 0 if store is None else _count(store)
 
+    def delete_events(self, twin_id: str, event_ids: Sequence[str]) -> None:
+        store = self._store(twin_id, create=False)
+        if store is not None and event_ids:
+            store.delete(ids=list(event_ids))
+
     def delete_twin(self, twin_id: str) -> None:
         with self._lock:
             self._stores.pop(twin_id, None)

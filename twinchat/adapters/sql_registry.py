@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from twinchat.adapters import require
+from twinchat.domain.control import AuditEntry, Consent, MemoryStatus
 from twinchat.domain.models import Twin
 from twinchat.domain.sessions import Session, Turn
 from twinchat.domain.survey import SurveyAnswer
@@ -87,6 +88,39 @@ class SqlTwinRegistry(TwinRegistry):
             sa.Column("content", sa.Text, nullable=False),
             sa.Column("citations", sa.JSON, nullable=False),
             sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        )
+        self.consents = sa.Table(
+            "consents",
+            meta,
+            sa.Column("twin_id", sa.String(512), primary_key=True),
+            sa.Column("purpose", sa.String(32), primary_key=True),
+            sa.Column("granted", sa.Boolean, nullable=False),
+            sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+            sa.Column("updated_by", sa.String(256), nullable=False),
+        )
+        self.statuses = sa.Table(
+            "memory_status",
+            meta,
+            sa.Column("twin_id", sa.String(512), primary_key=True),
+            sa.Column("event_id", sa.String(512), primary_key=True),
+            sa.Column("state", sa.String(16), nullable=False),
+            sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+            sa.Column("by", sa.String(512), nullable=False),
+            sa.Column("reason", sa.Text, nullable=False, default=""),
+        )
+        # Append-only: rows are inserted, never updated, except that erasure replaces an erased twin's id with
+        # a tombstone and drops the evidence and details of its rows.
+        self.audit = sa.Table(
+            "audit",
+            meta,
+            sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+            sa.Column("at", sa.DateTime(timezone=True), nullable=False, index=True),
+            sa.Column("actor", sa.String(256), nullable=False),
+            sa.Column("action", sa.String(32), nullable=False),
+            sa.Column("twin_id", sa.String(512), nullable=False, index=True),
+            sa.Column("purpose", sa.String(32), nullable=False),
+            sa.Column("evidence", sa.JSON, nullable=False),
+            sa.Column("detail", sa.JSON, nullable=False),
         )
         meta.create_all(self.engine)
 
@@ -178,9 +212,17 @@ class SqlTwinRegistry(TwinRegistry):
             if rows:
                 conn.execute(self.answers.insert(), rows)
 
-    def survey_answers(self, *, twin_ids: Sequence[str] | None = None) -> list[SurveyAnswer]:
+    def survey_answers(
+        self, *, twin_ids: Sequence[str] | None = None, valid_only: bool = False
+    ) -> list[SurveyAnswer]:
         sa = self.sa
         query = sa.select(self.answers)
+        if valid_only:
+            invalid = sa.select(self.statuses.c.event_id).where(
+                (self.statuses.c.twin_id == self.answers.c.twin_id)
+                & (self.statuses.c.event_id == self.answers.c.event_id)
+            )
+            query = query.where(~sa.exists(invalid))
         chunks: list[list[str] | None] = [None] if twin_ids is None else list(_chunks(list(twin_ids), 500))
         found: list[SurveyAnswer] = []
         with self.engine.connect() as conn:
@@ -251,6 +293,135 @@ class SqlTwinRegistry(TwinRegistry):
                         self.members.c.panel == panel, self.members.c.twin_id.in_(list(remove))
                     )
                 )
+
+    # --- consent, audit, memory validity ------------------------------------------------------------------
+
+    def consents_of(self, twin_id: str) -> dict[str, Consent]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(self.sa.select(self.consents).where(self.consents.c.twin_id == twin_id))
+            return {
+                r.purpose: Consent(r.twin_id, r.purpose, bool(r.granted), _aware(r.updated_at), r.updated_by)
+                for r in rows
+            }
+
+    def set_consents(self, consents: Sequence[Consent], *, only_if_absent: bool = False) -> None:
+        with self.engine.begin() as conn:
+            for c in consents:
+                where = (self.consents.c.twin_id == c.twin_id) & (self.consents.c.purpose == c.purpose)
+                exists = (
+                    conn.execute(self.sa.select(self.consents.c.twin_id).where(where)).first() is not None
+                )
+                values = {"granted": c.granted, "updated_at": c.updated_at, "updated_by": c.updated_by}
+                if exists and not only_if_absent:
+                    conn.execute(self.consents.update().where(where).values(**values))
+                elif not exists:
+                    conn.execute(
+                        self.consents.insert().values(twin_id=c.twin_id, purpose=c.purpose, **values)
+                    )
+
+    def record(self, entries: Sequence[AuditEntry]) -> None:
+        if not entries:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                self.audit.insert(),
+                [
+                    {
+                        "at": e.at,
+                        "actor": e.actor,
+                        "action": e.action,
+                        "twin_id": e.twin_id,
+                        "purpose": e.purpose,
+                        "evidence": list(e.evidence),
+                        "detail": dict(e.detail),
+                    }
+                    for e in entries
+                ],
+            )
+
+    def audit_entries(self, *, twin_id: str | None = None, limit: int | None = None) -> list[AuditEntry]:
+        query = self.sa.select(self.audit).order_by(self.audit.c.id)
+        if twin_id is not None:
+            query = query.where(self.audit.c.twin_id == twin_id)
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            return [
+                AuditEntry(
+                    _aware(r.at),
+                    r.actor,
+                    r.action,
+                    r.twin_id,
+                    r.purpose,
+                    list(r.evidence),
+                    dict(r.detail),
+                    r.id,
+                )
+                for r in conn.execute(query)
+            ]
+
+    def set_memory_status(self, statuses: Sequence[MemoryStatus]) -> None:
+        with self.engine.begin() as conn:
+            for m in statuses:
+                where = (self.statuses.c.twin_id == m.twin_id) & (self.statuses.c.event_id == m.event_id)
+                conn.execute(self.statuses.delete().where(where))
+                conn.execute(
+                    self.statuses.insert().values(
+                        twin_id=m.twin_id,
+                        event_id=m.event_id,
+                        state=m.state,
+                        at=m.at,
+                        by=m.by,
+                        reason=m.reason,
+                    )
+                )
+
+    def memory_statuses(self, twin_id: str) -> dict[str, MemoryStatus]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(self.sa.select(self.statuses).where(self.statuses.c.twin_id == twin_id))
+            return {
+                r.event_id: MemoryStatus(r.twin_id, r.event_id, r.state, _aware(r.at), r.by, r.reason)
+                for r in rows
+            }
+
+    def delete_survey_answers(self, twin_id: str, event_ids: Sequence[str]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                self.answers.delete().where(
+                    (self.answers.c.twin_id == twin_id) & (self.answers.c.event_id.in_(list(event_ids)))
+                )
+            )
+
+    def erase_twin(self, twin_id: str, *, tombstone: str) -> None:
+        """Delete every row about the twin; its audit rows keep only a tombstone, the action and the time."""
+        with self.engine.begin() as conn:
+            sessions = [
+                r.session_id
+                for r in conn.execute(
+                    self.sa.select(self.sessions.c.session_id).where(self.sessions.c.twin_id == twin_id)
+                )
+            ]
+            if sessions:
+                conn.execute(self.turns.delete().where(self.turns.c.session_id.in_(sessions)))
+                conn.execute(self.sessions.delete().where(self.sessions.c.session_id.in_(sessions)))
+            for table in (self.answers, self.statuses, self.consents, self.profiles, self.members):
+                conn.execute(table.delete().where(table.c.twin_id == twin_id))
+            conn.execute(self.twins.delete().where(self.twins.c.twin_id == twin_id))
+            conn.execute(
+                self.audit.update()
+                .where(self.audit.c.twin_id == twin_id)
+                .values(twin_id=tombstone, evidence=[], detail={})
+            )
+
+    def sessions_of(self, twin_id: str) -> list[Session]:
+        with self.engine.connect() as conn:
+            ids = [
+                r.session_id
+                for r in conn.execute(
+                    self.sa.select(self.sessions.c.session_id).where(self.sessions.c.twin_id == twin_id)
+                )
+            ]
+        return [s for i in ids if (s := self.get_session(i)) is not None]
 
     def create_session(self, session: Session) -> None:
         with self.engine.begin() as conn:

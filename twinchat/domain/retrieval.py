@@ -21,7 +21,7 @@ import math
 import re
 import threading
 from collections import Counter, OrderedDict, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -222,30 +222,35 @@ class LexicalIndex:
 
 
 class LexicalIndexCache:
-    """Each twin's LexicalIndex, rebuilt when the twin's event count changes, for at most max_twins twins.
+    """Each twin's LexicalIndex, rebuilt when the twin's version changes, for at most max_twins twins.
 
-    Events are only ever added, so a count that has not changed means an index that has not changed, whichever
-    process added them.
+    The version is what the caller knows changes with the indexed events, whichever process changed them: the
+    number of events stored and of memories invalidated (events are only ever added; an invalidated one is
+    never valid again).
     """
 
     def __init__(self, *, max_twins: int = 256) -> None:
         self.max_twins = max_twins
-        self._indexes: OrderedDict[str, LexicalIndex] = OrderedDict()
+        self._indexes: OrderedDict[str, tuple[Hashable, LexicalIndex]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, twin_id: str, *, count: int, load: Callable[[], Sequence[Event]]) -> LexicalIndex:
+    def get(self, twin_id: str, *, version: Hashable, load: Callable[[], Sequence[Event]]) -> LexicalIndex:
         with self._lock:
-            index = self._indexes.get(twin_id)
-            if index is not None and index.size == count:
+            cached = self._indexes.get(twin_id)
+            if cached is not None and cached[0] == version:
                 self._indexes.move_to_end(twin_id)
-                return index
+                return cached[1]
         index = LexicalIndex(load())  # outside the lock: other twins need not wait for this one
         with self._lock:
-            self._indexes[twin_id] = index
+            self._indexes[twin_id] = (version, index)
             self._indexes.move_to_end(twin_id)
             while len(self._indexes) > self.max_twins:
                 self._indexes.popitem(last=False)
         return index
+
+    def drop(self, twin_id: str) -> None:
+        with self._lock:
+            self._indexes.pop(twin_id, None)
 
 
 # --- the policy ----------------------------------------------------------------------------------------

@@ -102,7 +102,7 @@ class SurveyAnswer:
 
 def survey_answer_of(event: Any) -> SurveyAnswer | None:
     """The survey answer an event records (attributes question/answer, or text 'Q: ... A: ...'), if any."""
-    if event.source != "survey":
+    if event.source not in ("survey", "correction"):
         return None
     attrs = event.attributes
     question, answer = attrs.get("question"), attrs.get("answer")
