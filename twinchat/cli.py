@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import sys
 from collections.abc import Sequence
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from twinchat.config import Settings
+    from twinchat.domain.control import Use
     from twinchat.services import IngestReport, TwinService
 
 MAX_PROBLEMS_SHOWN = 50
@@ -77,6 +79,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("question", metavar="QUESTION")
     p.add_argument("--json", action="store_true", help="print answer, citations and labels as JSON")
     p.add_argument("--stream", action="store_true", help="print the answer as it is generated")
+    p.add_argument(
+        "--purpose",
+        default="research",
+        choices=["research", "product", "marketing", "self"],
+        help="why the twin is used; checked against the customer's consent (self: the customer themself)",
+    )
     p.set_defaults(run=_ask)
 
     p = sub.add_parser("panels", help="list panels, or add twins to a panel and remove them")
@@ -93,6 +101,12 @@ def _parser() -> argparse.ArgumentParser:
         "--message", "-m", help="send one message and exit, instead of an interactive conversation"
     )
     p.add_argument("--json", action="store_true", help="with --message: print the answer and session as JSON")
+    p.add_argument(
+        "--purpose",
+        default="research",
+        choices=["research", "product", "marketing", "self"],
+        help="why the twin is used; checked against the customer's consent (self: the customer themself)",
+    )
     p.set_defaults(run=_chat)
 
     p = sub.add_parser(
@@ -105,6 +119,12 @@ def _parser() -> argparse.ArgumentParser:
     who.add_argument("--panel", help="every twin of this panel")
     who.add_argument("--twins", help="comma-separated twin ids")
     p.add_argument("--out", type=Path, required=True, help="results: JSON, or CSV when the name ends in .csv")
+    p.add_argument(
+        "--purpose",
+        default="research",
+        choices=["research", "product", "marketing", "self"],
+        help="why the twin is used; checked against the customer's consent (self: the customer themself)",
+    )
     p.set_defaults(run=_survey)
 
     p = sub.add_parser("eval", help="evaluations (see evals/)")
@@ -126,6 +146,53 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("twin_id", metavar="TWIN_ID")
     p.add_argument("--json", action="store_true", help='print {"twin", "profile", "summary"} as JSON')
     p.set_defaults(run=_show)
+
+    p = sub.add_parser("memories", help="what a twin knows about its customer: memories, sources, validity")
+    p.add_argument("twin_id", metavar="TWIN_ID")
+    p.add_argument("--search", help="only memories about this")
+    p.add_argument("--valid-only", action="store_true", help="leave out superseded memories")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_memories)
+
+    p = sub.add_parser(
+        "correct", help="the customer corrects their twin: the statement supersedes what it contradicts"
+    )
+    p.add_argument("twin_id", metavar="TWIN_ID")
+    p.add_argument("statement", metavar="STATEMENT")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_correct)
+
+    p = sub.add_parser("forget", help="remove one memory of a twin, at its customer's request")
+    p.add_argument("twin_id", metavar="TWIN_ID")
+    p.add_argument("event_id", metavar="EVENT_ID")
+    p.set_defaults(run=_forget)
+
+    p = sub.add_parser("consent", help="show, grant or withdraw a customer's consent per purpose")
+    p.add_argument("twin_id", metavar="TWIN_ID")
+    p.add_argument("--purpose", choices=["research", "product", "marketing"])
+    decision = p.add_mutually_exclusive_group()
+    decision.add_argument("--grant", action="store_true")
+    decision.add_argument("--deny", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_consent)
+
+    p = sub.add_parser("export", help="everything held about a customer, as JSON")
+    p.add_argument("twin_id", metavar="TWIN_ID")
+    p.add_argument("--out", type=Path, required=True, metavar="FILE.json")
+    p.set_defaults(run=_export)
+
+    p = sub.add_parser(
+        "erase", help="erase a customer: events, memories, metadata, caches (audit keeps a tombstone)"
+    )
+    p.add_argument("twin_id", metavar="TWIN_ID")
+    p.add_argument("--yes", action="store_true", help="confirm: erasure cannot be undone")
+    p.set_defaults(run=_erase)
+
+    p = sub.add_parser("audit", help="the audit trail: every use of and change to twins")
+    p.add_argument("--twin", help="only entries about this twin")
+    p.add_argument("--limit", type=int)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_audit)
 
     p = sub.add_parser("serve", help="serve the HTTP API")
     p.add_argument("--host", default="127.0.0.1")
@@ -238,10 +305,11 @@ def _ask(args: argparse.Namespace) -> int:
 
     service = _service()
     if args.json:
-        print(json.dumps(service.ask(args.twin_id, args.question).to_dict(), indent=2, ensure_ascii=False))
+        reply = service.ask(args.twin_id, args.question, use=_use(args))
+        print(json.dumps(reply.to_dict(), indent=2, ensure_ascii=False))
         return 0
     answer: Answer | None = None
-    for part in service.ask_stream(args.twin_id, args.question):
+    for part in service.ask_stream(args.twin_id, args.question, use=_use(args)):
         if isinstance(part, Answer):
             answer = part
         elif args.stream:
@@ -284,7 +352,7 @@ def _chat(args: argparse.Namespace) -> int:
             f"session {session.session_id} belongs to twin {session.twin_id}, not {args.twin_id}"
         )
     if args.message is not None:
-        answer = service.chat(session.session_id, args.message)
+        answer = service.chat(session.session_id, args.message, use=_use(args))
         if args.json:
             print(
                 json.dumps(
@@ -306,7 +374,7 @@ def _chat(args: argparse.Namespace) -> int:
         if not message:
             break
         print("twin> ", end="", flush=True)
-        for part in service.chat_stream(session.session_id, message):
+        for part in service.chat_stream(session.session_id, message, use=_use(args)):
             if isinstance(part, Answer):
                 cited = ", ".join(c.event_id for c in part.citations) or "none (history does not say)"
                 print(f"\n      [evidence: {cited}]")
@@ -339,7 +407,18 @@ def _survey(args: argparse.Namespace) -> int:
     if not twin_ids:
         print(f"twinchat: error: panel {args.panel!r} has no twins", file=sys.stderr)
         return 1
-    records = list(service.survey(questions, [t.strip() for t in twin_ids if t.strip()], progress=True))
+    refused: list[str] = []
+    records = list(
+        service.survey(
+            questions,
+            [t.strip() for t in twin_ids if t.strip()],
+            progress=True,
+            use=_use(args),
+            refused=refused if args.panel else None,
+        )
+    )
+    for reason in refused:
+        print(f"left out: {reason}", file=sys.stderr)
     _write_records(args.out, records)
     print(
         f"{len(records)} simulated answers of {len(twin_ids)} twins to {len(questions)} questions -> {args.out}"
@@ -466,6 +545,99 @@ def _print_profile(document: dict) -> None:
         print(f"support     {support['issues']} issues")
         for item in support["latest"]:
             print(f"  {item['date'] or 'undated':10}  {_clip(item['subject'], 90)}")
+
+
+def _use(args: argparse.Namespace, purpose: str | None = None) -> Use:
+    from twinchat.domain.control import Use
+
+    chosen: str = purpose or getattr(args, "purpose", None) or "research"
+    return Use(f"local:{getpass.getuser()}", chosen)
+
+
+def _memories(args: argparse.Namespace) -> int:
+    rows = _service().memories(
+        args.twin_id, search=args.search, include_invalid=not args.valid_only, use=_use(args, "self")
+    )
+    if args.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
+    if not rows:
+        print("no memories" + (f" about {args.search!r}" if args.search else ""))
+    for row in rows:
+        status = row.get("status") or {}
+        since = str(status.get("invalid_since", ""))[:10]
+        mark = "" if row["valid"] else f"  [{status.get('state', 'invalid')} {since}]"
+        when = row.get("timestamp", "undated")[:10]
+        print(f"{row['event_id']}  {when}  {row['source']:<10} {_clip(row['text'], 90)}{mark}")
+    return 0
+
+
+def _correct(args: argparse.Namespace) -> int:
+    result = _service().correct(args.twin_id, args.statement, use=_use(args, "self"))
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+        return 0
+    print(f"stored correction {result.event_id}")
+    for event_id in result.superseded:
+        print(f"  supersedes {event_id}")
+    if result.survey is not None:
+        print(f"  answers survey question {result.survey.key}: {result.survey.answer}")
+    if not result.superseded:
+        print("  it contradicts nothing the twin held; kept as a new fact")
+    return 0
+
+
+def _forget(args: argparse.Namespace) -> int:
+    _service().forget(args.twin_id, args.event_id, use=_use(args, "self"))
+    print(f"forgot {args.event_id}; the audit keeps when and by whom, not what")
+    return 0
+
+
+def _consent(args: argparse.Namespace) -> int:
+    service = _service()
+    if args.grant or args.deny:
+        if not args.purpose:
+            raise ValueError("--purpose is required with --grant or --deny")
+        service.set_consent(args.twin_id, args.purpose, args.grant, use=_use(args, "self"))
+    consents = service.consents(args.twin_id)
+    if args.json:
+        print(json.dumps({p: c.to_dict() if c else None for p, c in consents.items()}, indent=2))
+        return 0
+    for purpose, consent in consents.items():
+        state = "not granted" if consent is None else "granted" if consent.granted else "withdrawn"
+        since = f" since {consent.updated_at:%Y-%m-%d %H:%M} by {consent.updated_by}" if consent else ""
+        print(f"{purpose:<10} {state}{since}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    data = _service().export(args.twin_id, use=_use(args, "self"))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"exported {len(data['events'])} events, {len(data['audit'])} audit entries -> {args.out}")
+    return 0
+
+
+def _erase(args: argparse.Namespace) -> int:
+    if not args.yes:
+        print(f"twinchat: erasing {args.twin_id} cannot be undone; add --yes to confirm", file=sys.stderr)
+        return 2
+    tombstone = _service().erase(args.twin_id, use=_use(args, "self"))
+    print(f"erased {args.twin_id}; the audit refers to it as {tombstone}")
+    return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    entries = _service().audit(twin_id=args.twin, limit=args.limit)
+    if args.json:
+        print(json.dumps([e.to_dict() for e in entries], indent=2, ensure_ascii=False))
+        return 0
+    for e in entries:
+        evidence = f" evidence={','.join(e.evidence)}" if e.evidence else ""
+        print(
+            f"{e.at:%Y-%m-%d %H:%M:%S} {e.actor:<14} {e.action:<8} {e.twin_id} purpose={e.purpose}{evidence}"
+        )
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
