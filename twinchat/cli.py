@@ -25,8 +25,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 0
+    from twinchat.domain.control import ConsentDenied
+
     try:
         return int(args.run(args) or 0)
+    except ConsentDenied as exc:  # a refusal, not a failure: its own exit status
+        print(f"twinchat: refused: {exc}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -79,12 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("question", metavar="QUESTION")
     p.add_argument("--json", action="store_true", help="print answer, citations and labels as JSON")
     p.add_argument("--stream", action="store_true", help="print the answer as it is generated")
-    p.add_argument(
-        "--purpose",
-        default="research",
-        choices=["research", "product", "marketing", "self"],
-        help="why the twin is used; checked against the customer's consent (self: the customer themself)",
-    )
+    _purpose_option(p)
     p.set_defaults(run=_ask)
 
     p = sub.add_parser("panels", help="list panels, or add twins to a panel and remove them")
@@ -101,12 +101,7 @@ def _parser() -> argparse.ArgumentParser:
         "--message", "-m", help="send one message and exit, instead of an interactive conversation"
     )
     p.add_argument("--json", action="store_true", help="with --message: print the answer and session as JSON")
-    p.add_argument(
-        "--purpose",
-        default="research",
-        choices=["research", "product", "marketing", "self"],
-        help="why the twin is used; checked against the customer's consent (self: the customer themself)",
-    )
+    _purpose_option(p)
     p.set_defaults(run=_chat)
 
     p = sub.add_parser(
@@ -119,12 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     who.add_argument("--panel", help="every twin of this panel")
     who.add_argument("--twins", help="comma-separated twin ids")
     p.add_argument("--out", type=Path, required=True, help="results: JSON, or CSV when the name ends in .csv")
-    p.add_argument(
-        "--purpose",
-        default="research",
-        choices=["research", "product", "marketing", "self"],
-        help="why the twin is used; checked against the customer's consent (self: the customer themself)",
-    )
+    _purpose_option(p)
     p.set_defaults(run=_survey)
 
     p = sub.add_parser("eval", help="evaluations (see evals/)")
@@ -545,6 +535,15 @@ def _print_profile(document: dict) -> None:
         print(f"support     {support['issues']} issues")
         for item in support["latest"]:
             print(f"  {item['date'] or 'undated':10}  {_clip(item['subject'], 90)}")
+
+
+def _purpose_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--purpose",
+        default="research",
+        choices=["research", "product", "marketing", "self"],
+        help="why the twin is used; checked against the customer's consent (self: the customer themself)",
+    )
 
 
 def _use(args: argparse.Namespace, purpose: str | None = None) -> Use:

@@ -60,6 +60,14 @@ class SessionNotFound(LookupError):
         self.session_id = session_id
 
 
+class MemoryNotFound(LookupError):
+    def __init__(self, twin_id: str, event_id: str) -> None:
+        super().__init__(
+            f"twin {twin_id} has no memory {event_id!r}; `twinchat memories {twin_id}` lists them"
+        )
+        self.twin_id, self.event_id = twin_id, event_id
+
+
 class TwinNotFound(LookupError):
     def __init__(self, twin_id: str) -> None:
         super().__init__(f"no twin {twin_id!r}; `twinchat twins` lists them")
@@ -190,8 +198,12 @@ class TwinService:
         progress: bool = False,
         total: int | None = None,
         label: str = "events",
+        audit_as: str | None = "ingest",
     ) -> IngestReport:
-        """Validate and store records in batches; every valid record is stored even when others are bad."""
+        """Validate and store records in batches; every valid record is stored even when others are bad.
+
+        The audit records each twin's new events under ``audit_as`` (None: the caller audits them).
+        """
         report = report or IngestReport()
         batch: list[tuple[RawRecord, Event]] = []
         for item in _progress(records, enabled=progress, total=total, label=label):
@@ -206,14 +218,18 @@ class TwinService:
                 continue
             batch.append((item, event))
             if len(batch) >= self.settings.batch_size:
-                self._store_batch(batch, panel, report)
+                self._store_batch(batch, panel, report, audit_as)
                 batch = []
         if batch:
-            self._store_batch(batch, panel, report)
+            self._store_batch(batch, panel, report, audit_as)
         return report
 
     def _store_batch(
-        self, batch: list[tuple[RawRecord, Event]], panel: str | None, report: IngestReport
+        self,
+        batch: list[tuple[RawRecord, Event]],
+        panel: str | None,
+        report: IngestReport,
+        audit_as: str | None,
     ) -> None:
         by_twin: dict[str, list[tuple[RawRecord, Event]]] = {}
         for raw, event in batch:
@@ -263,13 +279,14 @@ class TwinService:
                 ],
                 only_if_absent=True,
             )
-        self.registry.record(
-            [
-                AuditEntry(now(), "ingest", "ingest", t, SELF, [], {"stored": len(e)})
-                for t, e in fresh.items()
-                if e
-            ]
-        )
+        if audit_as is not None:
+            self.registry.record(
+                [
+                    AuditEntry(now(), audit_as, "ingest", t, SELF, [], {"stored": len(e)})
+                    for t, e in fresh.items()
+                    if e
+                ]
+            )
 
     # --- twins ---------------------------------------------------------------------------------------
 
@@ -403,7 +420,7 @@ class TwinService:
         if fix is not None:
             record.update(question_id=fix.key, question=fix.question, answer=fix.answer)
             superseded += [e for e in fix.replaces if e not in superseded]
-        report = self.ingest_records([RawRecord("correction", None, record)])
+        report = self.ingest_records([RawRecord("correction", None, record)], audit_as=None)
         if report.rejected:
             raise ValueError(f"statement: {report.rejected[0].reason}")
         self.registry.set_memory_status(
@@ -420,9 +437,7 @@ class TwinService:
         """Remove one memory at the customer's request; a tombstone records when and by whom, not what."""
         self.authorize(twin_id, use, "forget")
         if not self.store.stored_texts(twin_id, [event_id]):
-            raise LookupError(
-                f"twin {twin_id} has no memory {event_id!r}; `twinchat memories {twin_id}` lists them"
-            )
+            raise MemoryNotFound(twin_id, event_id)
         self.store.delete_events(twin_id, [event_id])
         self.registry.delete_survey_answers(twin_id, [event_id])
         self.registry.set_memory_status([MemoryStatus(twin_id, event_id, "forgotten", now(), use.actor, "")])
@@ -540,9 +555,10 @@ class TwinService:
 
     def _survey_fix(self, twin_id: str, statement: str) -> SurveyFix | None:
         """The survey question a correction answers: one the twin or its panels were asked, naming a label."""
+        # The answer labels a question has: those its panels gave, or anyone's for a twin in no panel.
         panels = self.twin(twin_id).panels
         scope = sorted({t.twin_id for p in panels for t in self.registry.list_twins(panel=p)} | {twin_id})
-        answers = self.registry.survey_answers(twin_ids=scope, valid_only=True)
+        answers = self.registry.survey_answers(twin_ids=scope if panels else None, valid_only=True)
         if not answers:
             return None
         questions: dict[str, tuple[str, set[str]]] = {}

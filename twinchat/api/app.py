@@ -8,7 +8,8 @@ from fastapi.responses import JSONResponse
 
 from twinchat import __version__
 from twinchat.config import Settings
-from twinchat.services import SessionNotFound, TwinNotFound, TwinService
+from twinchat.domain.control import ConsentDenied
+from twinchat.services import MemoryNotFound, SessionNotFound, TwinNotFound, TwinService
 
 
 def create_app(settings: Settings, *, service: TwinService | None = None) -> FastAPI:
@@ -21,10 +22,11 @@ def create_app(settings: Settings, *, service: TwinService | None = None) -> Fas
     app.state.settings = settings
     app.state.service = service or TwinService.from_settings(settings)
 
-    from twinchat.api import routes_sessions, routes_twins
+    from twinchat.api import routes_control, routes_sessions, routes_twins
 
     app.include_router(routes_twins.router)
     app.include_router(routes_sessions.router)
+    app.include_router(routes_control.router)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:
@@ -32,8 +34,13 @@ def create_app(settings: Settings, *, service: TwinService | None = None) -> Fas
 
     @app.exception_handler(TwinNotFound)
     @app.exception_handler(SessionNotFound)
+    @app.exception_handler(MemoryNotFound)
     async def _not_found(_: Request, exc: LookupError) -> JSONResponse:
         return JSONResponse(status_code=404, content={"error": "not_found", "message": str(exc)})
+
+    @app.exception_handler(ConsentDenied)
+    async def _no_consent(_: Request, exc: ConsentDenied) -> JSONResponse:
+        return JSONResponse(status_code=403, content={"error": "no_consent", "message": str(exc)})
 
     @app.exception_handler(ValueError)
     async def _bad_value(_: Request, exc: ValueError) -> JSONResponse:

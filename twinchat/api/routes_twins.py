@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from twinchat.api.deps import Service
+from twinchat.api.deps import Service, use_for
 from twinchat.api.schemas import AnswerOut, AskRequest, TwinOut
 from twinchat.domain.models import Answer
 
@@ -36,14 +36,22 @@ async def get_profile(twin_id: str, service: Service) -> dict:
     return show_document(twin, await run_in_threadpool(service.profile, twin_id))
 
 
-@router.post("/{twin_id}/ask", response_model=AnswerOut, responses={404: {"description": "no such twin"}})
+@router.post(
+    "/{twin_id}/ask",
+    response_model=AnswerOut,
+    responses={403: {"description": "no consent for this purpose"}, 404: {"description": "no such twin"}},
+)
 async def ask(twin_id: str, body: AskRequest, service: Service):  # type: ignore[no-untyped-def]
     """The twin's simulated answer, grounded in its own history, with the events it used."""
+    use = use_for(body.purpose)
     if not body.stream:
-        answer = await run_in_threadpool(service.ask, twin_id, body.question)
+        answer = await run_in_threadpool(service.ask, twin_id, body.question, use=use)
         return answer.to_dict()
-    await run_in_threadpool(service.twin, twin_id)  # a 404 before the stream starts, not inside it
-    return StreamingResponse(sse(service.ask_stream(twin_id, body.question)), media_type="text/event-stream")
+    # A 404 or 403 before the stream starts, not inside it.
+    await run_in_threadpool(service.authorize, twin_id, use, "ask")
+    return StreamingResponse(
+        sse(service.ask_stream(twin_id, body.question, use=use)), media_type="text/event-stream"
+    )
 
 
 def sse(parts: Iterator[str | Answer]) -> Iterator[str]:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 from pydantic import BaseModel, Field
+
+PurposeIn = Literal["research", "product", "marketing"]
+PURPOSE_HELP = "Why the twin is used; its customer must have consented to it."
 
 
 class AskRequest(BaseModel):
@@ -10,6 +15,7 @@ class AskRequest(BaseModel):
     stream: bool = Field(
         default=False, description="Server-sent events: token events, then one answer event."
     )
+    purpose: PurposeIn = Field(default="product", description=PURPOSE_HELP)
 
 
 class CitationOut(BaseModel):
@@ -45,6 +51,7 @@ class ErrorOut(BaseModel):
 class MessageRequest(BaseModel):
     message: str = Field(min_length=1, max_length=4000, examples=["And how was the delivery?"])
     stream: bool = False
+    purpose: PurposeIn = Field(default="product", description=PURPOSE_HELP)
 
 
 class TurnOut(BaseModel):
@@ -60,3 +67,69 @@ class SessionOut(BaseModel):
     created_at: str
     turns: list[TurnOut]
     simulated: bool = True
+
+
+class CorrectionRequest(BaseModel):
+    statement: str = Field(
+        min_length=1, max_length=2000, examples=["I moved to Lyon last year; I no longer live in Paris."]
+    )
+
+
+class SurveyFixOut(BaseModel):
+    question_id: str
+    answer: str
+
+
+class CorrectionOut(BaseModel):
+    twin_id: str
+    event_id: str
+    statement: str
+    superseded: list[str] = Field(
+        description="Memories the correction invalidated; kept, but no longer used."
+    )
+    survey_answer: SurveyFixOut | None
+
+
+class MemoryStatusOut(BaseModel):
+    event_id: str
+    state: Literal["superseded", "forgotten"]
+    invalid_since: str
+    invalidated_by: str
+    reason: str
+
+
+class MemoryOut(BaseModel):
+    event_id: str
+    text: str
+    source: str
+    valid: bool
+    timestamp: str | None = None
+    status: MemoryStatusOut | None = None
+    model_config = {"extra": "allow"}
+
+
+class ConsentRequest(BaseModel):
+    granted: bool
+
+
+class ConsentOut(BaseModel):
+    purpose: str
+    granted: bool
+    updated_at: str
+    updated_by: str
+
+
+class AuditOut(BaseModel):
+    id: int | None
+    at: str
+    actor: str
+    action: str
+    twin_id: str
+    purpose: str
+    evidence: list[str]
+    detail: dict[str, Any]
+
+
+class ErasureOut(BaseModel):
+    erased: bool = True
+    tombstone: str = Field(description="The audit keeps this id, and no personal data, for the erasure.")
