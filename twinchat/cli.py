@@ -184,6 +184,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_audit)
 
+    p = sub.add_parser("keys", help="API keys: create (shown once), list, revoke")
+    keys = p.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    k = keys.add_parser("create", help="a new key; it is printed once and stored only as a digest")
+    k.add_argument("--role", required=True, choices=["admin", "researcher", "product", "customer"])
+    k.add_argument("--twin", help="the customer's own twin (customer keys only)")
+    k.add_argument("--label", default="", help="what the key is for, to recognise it later")
+    k.add_argument("--json", action="store_true")
+    k.set_defaults(run=_keys_create)
+    k = keys.add_parser("list", help="every key: id, role, twin, label, created, revoked")
+    k.add_argument("--json", action="store_true")
+    k.set_defaults(run=_keys_list)
+    k = keys.add_parser("revoke", help="revoke a key: requests with it are refused from now on")
+    k.add_argument("key_id", metavar="KEY_ID")
+    k.set_defaults(run=_keys_revoke)
+
     p = sub.add_parser("serve", help="serve the HTTP API")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
@@ -639,10 +654,53 @@ def _audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _keys_create(args: argparse.Namespace) -> int:
+    key, secret = _service().create_key(
+        args.role, twin_id=args.twin, label=args.label, use=_use(args, "admin")
+    )
+    if args.json:
+        print(json.dumps({**key.to_dict(), "key": secret}, indent=2))
+        return 0
+    print(secret)
+    bound = f" for twin {key.twin_id}" if key.twin_id else ""
+    print(
+        f"key {key.key_id}: {key.role}{bound}. It is shown this once; send it as 'Authorization: Bearer KEY'.",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _keys_list(args: argparse.Namespace) -> int:
+    keys = _service().keys.list_keys()
+    if args.json:
+        print(json.dumps([k.to_dict() for k in keys], indent=2))
+        return 0
+    if not keys:
+        print("no keys yet: `twinchat keys create --role ROLE` makes one")
+    for k in keys:
+        state = f"revoked {k.revoked_at:%Y-%m-%d}" if k.revoked_at else "active"
+        print(
+            f"{k.key_id}  {k.role:<10} {k.twin_id or '-':<12} {state:<18} {k.created_at:%Y-%m-%d}  {k.label}"
+        )
+    return 0
+
+
+def _keys_revoke(args: argparse.Namespace) -> int:
+    _service().revoke_key(args.key_id, use=_use(args, "admin"))
+    print(f"revoked {args.key_id}")
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     from twinchat.api.app import serve
 
-    serve(_settings(), host=args.host, port=args.port)
+    service = _service()
+    if not any(k.active for k in service.keys.list_keys()):
+        print(
+            "no API keys yet: every request will get 401; `twinchat keys create --role ROLE` makes one",
+            file=sys.stderr,
+        )
+    serve(service.settings, host=args.host, port=args.port, service=service)
     return 0
 
 
@@ -668,9 +726,12 @@ def _demo(args: argparse.Namespace) -> int:
     print(f'  twinchat ask {example} "What do you usually buy from us?"')
     if args.no_serve:
         return 0
+    _, key = service.create_key("researcher", label="demo", use=_use(args, "admin"))
     print(
         f"  curl -s http://{args.host}:{args.port}/v1/twins/{example}/ask -H 'content-type: application/json' "
+        f"-H 'Authorization: Bearer {key}' "
         '-d \'{"question": "What do you usually buy?"}\'\n'
+        "(a researcher key made for this demo; `twinchat keys create --role ROLE` makes others)\n"
     )
     from twinchat.api.app import serve
 

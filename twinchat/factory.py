@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from twinchat.config import Settings
-from twinchat.ports import ChatModel, Embedder, MemoryStore, TokenCounter, TwinRegistry
+from twinchat.ports import ChatModel, Embedder, KeyStore, MemoryStore, TokenCounter, TwinRegistry
 
 
 def make_embedder(settings: Settings) -> Embedder:
@@ -31,6 +31,14 @@ def make_store(settings: Settings, embedder: Embedder) -> MemoryStore:
     return ChromaMemoryStore(
         make_client(spec), CachedEmbeddings(embedder, cache_size=4 * settings.batch_size)
     )
+
+
+def make_keys(settings: Settings) -> KeyStore:
+    from twinchat.adapters.sql_keys import SqlKeyStore
+
+    if settings.database_url.startswith("sqlite:///"):
+        settings.home.mkdir(parents=True, exist_ok=True)
+    return SqlKeyStore(settings.database_url)
 
 
 def make_registry(settings: Settings) -> TwinRegistry:

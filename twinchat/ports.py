@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from typing import Any
 
 from twinchat.domain.control import AuditEntry, Consent, MemoryStatus
 from twinchat.domain.events import Event
+from twinchat.domain.keys import ApiKey
 from twinchat.domain.models import Memory, Message, Twin
 from twinchat.domain.sessions import Session, Turn
 from twinchat.domain.survey import SurveyAnswer
@@ -184,3 +186,24 @@ class TwinRegistry(ABC):
         self, *, twin_ids: Sequence[str] | None = None, valid_only: bool = False
     ) -> list[SurveyAnswer]:
         """Survey answers of these twins (all twins when None); valid_only leaves out invalidated ones."""
+
+
+class KeyStore(ABC):
+    """API keys, kept as digests (SQL by default, in the registry's database)."""
+
+    @abstractmethod
+    def add(self, key: ApiKey, digest: str) -> None: ...
+
+    @abstractmethod
+    def by_digest(self, digest: str) -> ApiKey | None: ...
+
+    @abstractmethod
+    def list_keys(self) -> list[ApiKey]: ...
+
+    @abstractmethod
+    def revoke(self, key_id: str, at: datetime) -> bool:
+        """Revoke an active key; False when there is no such active key."""
+
+    @abstractmethod
+    def delete_for_twin(self, twin_id: str) -> int:
+        """Remove the keys bound to a twin (its erasure); returns how many."""

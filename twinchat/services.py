@@ -34,6 +34,7 @@ from twinchat.domain.corrections import (
     survey_fix,
 )
 from twinchat.domain.events import Event, EventError
+from twinchat.domain.keys import PREFIX, ApiKey, check_role, digest, new_secret
 from twinchat.domain.models import Answer, Memory, Message, Twin
 from twinchat.domain.persona import PersonaPrompter, sanitize
 from twinchat.domain.profile import Profile, ProfileVersionError, summarize, summary_author
@@ -51,7 +52,7 @@ from twinchat.domain.survey import (
     Weights,
     survey_answer_of,
 )
-from twinchat.ports import ChatModel, Embedder, MemoryStore, TokenCounter, TwinRegistry
+from twinchat.ports import ChatModel, Embedder, KeyStore, MemoryStore, TokenCounter, TwinRegistry
 
 
 class SessionNotFound(LookupError):
@@ -66,6 +67,12 @@ class MemoryNotFound(LookupError):
             f"twin {twin_id} has no memory {event_id!r}; `twinchat memories {twin_id}` lists them"
         )
         self.twin_id, self.event_id = twin_id, event_id
+
+
+class KeyNotFound(LookupError):
+    def __init__(self, key_id: str) -> None:
+        super().__init__(f"no active key {key_id!r}; `twinchat keys list` shows them")
+        self.key_id = key_id
 
 
 class TwinNotFound(LookupError):
@@ -127,12 +134,14 @@ class TwinService:
         registry: TwinRegistry,
         counter: TokenCounter,
         chat_model: ChatModel | Callable[[], ChatModel],
+        keys: KeyStore | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.registry = registry
         self.counter = counter
         self._chat_model = chat_model
+        self._keys = keys
 
     @classmethod
     def from_settings(cls, settings: Settings, *, embedder: Embedder | None = None) -> TwinService:
@@ -145,6 +154,7 @@ class TwinService:
             registry=factory.make_registry(settings),
             counter=factory.make_token_counter(),
             chat_model=lambda: factory.make_chat_model(settings),
+            keys=factory.make_keys(settings),
         )
 
     @cached_property
@@ -517,6 +527,8 @@ class TwinService:
         texts = [e.text for e in self.store.events(twin_id)]
         self.store.delete_twin(twin_id)
         self.registry.erase_twin(twin_id, tombstone=tombstone)
+        if self._keys is not None:
+            self._keys.delete_for_twin(twin_id)
         self._lexical_indexes.drop(twin_id)
         forget_texts = getattr(getattr(self.store, "embeddings", None), "forget", None)
         if forget_texts is not None:
@@ -579,6 +591,38 @@ class TwinService:
             return [sum(a * b for a, b in zip(vectors[0], v, strict=True)) for v in vectors[1:]]
 
         return survey_fix(statement, questions, own, similarity)
+
+    # --- API keys --------------------------------------------------------------------------------------
+
+    @property
+    def keys(self) -> KeyStore:
+        if self._keys is None:
+            raise RuntimeError("this service has no key store; build it with TwinService.from_settings")
+        return self._keys
+
+    def create_key(
+        self, role: str, *, twin_id: str | None = None, label: str = "", use: Use = LOCAL_CUSTOMER
+    ) -> tuple[ApiKey, str]:
+        """A new API key and its secret, which is shown this once and stored only as a digest."""
+        check_role(role, twin_id)
+        if twin_id is not None:
+            self.twin(twin_id)
+        key_id, secret = new_secret()
+        key = ApiKey(key_id, role, now(), twin_id, label)
+        self.keys.add(key, digest(secret))
+        self._audit(use, "key", twin_id or "-", [], key_id=key_id, role=role)
+        return key, secret
+
+    def authenticate(self, secret: str) -> ApiKey | None:
+        """The active key with this secret, or None."""
+        key = self.keys.by_digest(digest(secret)) if secret.startswith(PREFIX) else None
+        return key if key is not None and key.active else None
+
+    def revoke_key(self, key_id: str, *, use: Use = LOCAL_CUSTOMER) -> None:
+        """Revoke a key; requests with it are refused (401) from then on."""
+        if not self.keys.revoke(key_id, now()):
+            raise KeyNotFound(key_id)
+        self._audit(use, "revoke", "-", [], key_id=key_id)
 
     # --- conversations ---------------------------------------------------------------------------------
 

@@ -124,6 +124,7 @@ def fake_service(home: Path, *, chat_model: ChatModel | None = None, **settings:
     >>> service.twins()
     []
     """
+    from twinchat.adapters.sql_keys import SqlKeyStore
     from twinchat.adapters.sql_registry import SqlTwinRegistry
     from twinchat.config import Settings
     from twinchat.services import TwinService
@@ -134,4 +135,5 @@ def fake_service(home: Path, *, chat_model: ChatModel | None = None, **settings:
         registry=SqlTwinRegistry(f"sqlite:///{home / 'meta.db'}"),
         counter=WordCounter(),
         chat_model=chat_model or FakeChatModel(),
+        keys=SqlKeyStore(f"sqlite:///{home / 'meta.db'}"),
     )

@@ -79,6 +79,9 @@ def test_ingest_then_ask_from_the_command_line_offline(
 
 def test_serve_answers_over_http(env: dict[str, str], history_file: Path) -> None:
     assert twinchat(env, "ingest", str(history_file)).returncode == 0
+    made = twinchat(env, "keys", "create", "--role", "product", "--label", "test")
+    assert made.returncode == 0 and "shown this once" in made.stderr
+    auth = {"Authorization": f"Bearer {made.stdout.strip()}"}
     port = free_port()
     server = subprocess.Popen(
         [PYTHON, "-m", "twinchat.cli", "serve", "--port", str(port)],
@@ -91,10 +94,18 @@ def test_serve_answers_over_http(env: dict[str, str], history_file: Path) -> Non
     try:
         wait_http(f"{base}/healthz", process=server)
         assert httpx.get(f"{base}/healthz").json()["status"] == "ok"
-        assert [t["twin_id"] for t in httpx.get(f"{base}/v1/twins").json()] == ["C-100", "C-200", "C-300"]
+        assert httpx.get(f"{base}/v1/twins").status_code == 401
+        assert [t["twin_id"] for t in httpx.get(f"{base}/v1/twins", headers=auth).json()] == [
+            "C-100",
+            "C-200",
+            "C-300",
+        ]
 
         reply = httpx.post(
-            f"{base}/v1/twins/C-100/ask", json={"question": "How was the cake stand?"}, timeout=120
+            f"{base}/v1/twins/C-100/ask",
+            json={"question": "How was the cake stand?"},
+            headers=auth,
+            timeout=120,
         )
         assert reply.status_code == 200
         assert reply.json()["simulated"] is True and reply.json()["citations"]
@@ -103,6 +114,7 @@ def test_serve_answers_over_http(env: dict[str, str], history_file: Path) -> Non
             "POST",
             f"{base}/v1/twins/C-100/ask",
             json={"question": "How was the cake stand?", "stream": True},
+            headers=auth,
             timeout=120,
         ) as stream:
             events = [
@@ -110,8 +122,11 @@ def test_serve_answers_over_http(env: dict[str, str], history_file: Path) -> Non
             ]
         assert events.count("answer") == 1 and events[-1] == "answer" and "token" in events
 
-        assert httpx.post(f"{base}/v1/twins/nobody/ask", json={"question": "hi"}).status_code == 404
-        invalid = httpx.post(f"{base}/v1/twins/C-100/ask", json={"question": ""})
+        assert (
+            httpx.post(f"{base}/v1/twins/nobody/ask", json={"question": "hi"}, headers=auth).status_code
+            == 404
+        )
+        invalid = httpx.post(f"{base}/v1/twins/C-100/ask", json={"question": ""}, headers=auth)
         assert invalid.status_code == 422 and "question" in invalid.json()["message"]
     finally:
         stop(server)

@@ -148,6 +148,9 @@ def test_the_customer_controls_their_twin_over_http(env: dict[str, str], tmp_pat
     data = tmp_path / "people.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in history()))
     assert twinchat(env, "ingest", str(data)).returncode == 0
+    key = twinchat(env, "keys", "create", "--role", "customer", "--twin", "P-1").stdout.strip()
+    shop = twinchat(env, "keys", "create", "--role", "product").stdout.strip()
+    admin = twinchat(env, "keys", "create", "--role", "admin").stdout.strip()
     port = free_port()
     server = subprocess.Popen(
         [PYTHON, "-m", "twinchat.cli", "serve", "--port", str(port)],
@@ -157,28 +160,32 @@ def test_the_customer_controls_their_twin_over_http(env: dict[str, str], tmp_pat
         stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}/v1"
+    me, product, operator = ({"Authorization": f"Bearer {k}"} for k in (key, shop, admin))
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", process=server)
         ask = {"question": "Where do you live?"}
-        assert httpx.post(f"{base}/twins/P-1/ask", json=ask, timeout=120).status_code == 200
-        withdrawn = httpx.put(f"{base}/twins/P-1/consent/product", json={"granted": False})
+        assert httpx.post(f"{base}/twins/P-1/ask", json=ask, headers=product, timeout=120).status_code == 200
+        withdrawn = httpx.put(f"{base}/twins/P-1/consent/product", json={"granted": False}, headers=me)
         assert withdrawn.status_code == 200
-        refused = httpx.post(f"{base}/twins/P-1/ask", json=ask, timeout=120)
+        refused = httpx.post(f"{base}/twins/P-1/ask", json=ask, headers=product, timeout=120)
         assert refused.status_code == 403 and "withdrew consent for product" in refused.json()["message"]
 
         made = httpx.post(
-            f"{base}/twins/P-1/corrections", json={"statement": "I'm married now, I remarried last spring"}
+            f"{base}/twins/P-1/corrections",
+            json={"statement": "I'm married now, I remarried last spring"},
+            headers=me,
         )
         assert made.status_code == 201 and made.json()["survey_answer"]["answer"] == "Married"
-        memories = httpx.get(f"{base}/twins/P-1/memories", params={"valid_only": True}).json()
+        memories = httpx.get(f"{base}/twins/P-1/memories", params={"valid_only": True}, headers=me).json()
         assert "Q: What is your marital status? A: Divorced" not in [m["text"] for m in memories]
-        exported = httpx.get(f"{base}/twins/P-1/export").json()
+        exported = httpx.get(f"{base}/twins/P-1/export", headers=me).json()
         assert exported["consents"]["product"]["granted"] is False
 
-        erased = httpx.delete(f"{base}/twins/P-1")
+        assert httpx.get(f"{base}/twins/P-2/export", headers=me).status_code == 404
+        erased = httpx.delete(f"{base}/twins/P-1", headers=me)
         assert erased.status_code == 200
-        assert httpx.get(f"{base}/twins/P-1").status_code == 404
-        audit = httpx.get(f"{base}/audit").json()
+        assert httpx.get(f"{base}/twins/P-1", headers=operator).status_code == 404
+        audit = httpx.get(f"{base}/audit", headers=operator).json()
         assert [e["action"] for e in audit][-1] == "erase"
         assert not [e for e in audit if e["twin_id"] == "P-1"]
     finally:

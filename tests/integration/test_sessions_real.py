@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def api(real_service: TwinService, history_file: Path) -> Iterator[str]:
+def api(real_service: TwinService, history_file: Path) -> Iterator[httpx.Client]:
     real_service.ingest_files([history_file], progress=False)
     port = free_port()
     server = uvicorn.Server(
@@ -37,13 +37,17 @@ def api(real_service: TwinService, history_file: Path) -> Iterator[str]:
     deadline = time.monotonic() + 30
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
+    _, key = real_service.create_key("researcher")
+    with httpx.Client(
+        base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}
+    ) as client:
+        yield client
     server.should_exit = True
     thread.join(timeout=10)
 
 
-def test_a_conversation_over_http_streams_and_is_remembered(api: str) -> None:
-    started = httpx.post(f"{api}/v1/twins/C-100/sessions")
+def test_a_conversation_over_http_streams_and_is_remembered(api: httpx.Client) -> None:
+    started = api.post("/v1/twins/C-100/sessions")
     assert started.status_code == 201
     session = started.json()["session_id"]
 
@@ -52,9 +56,9 @@ def test_a_conversation_over_http_streams_and_is_remembered(api: str) -> None:
     )
     assert first.status_code == 200 and first.json()["citations"]
 
-    with httpx.stream(
+    with api.stream(
         "POST",
-        f"{api}/v1/sessions/{session}/messages",
+        f"/v1/sessions/{session}/messages",
         json={"message": "Did you get a refund for it?", "stream": True},
         timeout=120,
     ) as stream:
@@ -65,11 +69,11 @@ def test_a_conversation_over_http_streams_and_is_remembered(api: str) -> None:
     # The follow-up is read with the previous question: the support ticket about the cake stand is found.
     assert any("refund" in c["text"] for c in final["citations"])
 
-    transcript = httpx.get(f"{api}/v1/sessions/{session}").json()
+    transcript = api.get(f"/v1/sessions/{session}").json()
     assert [t["role"] for t in transcript["turns"]] == ["user", "assistant"] * 2
     assert transcript["turns"][2]["content"] == "Did you get a refund for it?"
     assert transcript["simulated"] is True
-    assert httpx.get(f"{api}/v1/sessions/nope").status_code == 404
+    assert api.get("/v1/sessions/nope").status_code == 404
 
 
 def test_the_cli_resumes_a_session(real_service: TwinService, history_file: Path, capsys) -> None:

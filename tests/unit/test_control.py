@@ -271,9 +271,22 @@ def test_erasure_removes_the_twin_and_leaves_only_a_tombstone(service: TwinServi
 # --- over HTTP ---------------------------------------------------------------------------------------------
 
 
+def client_for(service: TwinService, role: str, twin_id: str | None = None) -> TestClient:
+    _, key = service.create_key(role, twin_id=twin_id)
+    return TestClient(
+        create_app(service.settings, service=service), headers={"Authorization": f"Bearer {key}"}
+    )
+
+
 @pytest.fixture
 def client(service: TwinService) -> TestClient:
-    return TestClient(create_app(service.settings, service=service))
+    """Ann's own key: the customer in control of her twin."""
+    return client_for(service, "customer", "ann")
+
+
+@pytest.fixture
+def product(service: TwinService) -> TestClient:
+    return client_for(service, "product")
 
 
 def test_the_api_corrects_lists_and_forgets_memories(client: TestClient) -> None:
@@ -295,32 +308,27 @@ def test_the_api_corrects_lists_and_forgets_memories(client: TestClient) -> None
     assert client.post("/v1/twins/ann/corrections", json={"statement": ""}).status_code == 422
 
 
-def test_the_api_refuses_a_withdrawn_purpose_with_403_and_why(client: TestClient) -> None:
-    assert client.post("/v1/twins/ann/ask", json={"question": "Where do you live?"}).status_code == 200
+def test_the_api_refuses_a_withdrawn_purpose_with_403_and_why(
+    service: TwinService, client: TestClient, product: TestClient
+) -> None:
+    ask = {"question": "Where do you live?"}
+    assert product.post("/v1/twins/ann/ask", json=ask).status_code == 200
     changed = client.put("/v1/twins/ann/consent/product", json={"granted": False})
     assert changed.status_code == 200 and changed.json()["granted"] is False
-    refused = client.post("/v1/twins/ann/ask", json={"question": "Where do you live?"})
-    assert refused.status_code == 403
-    assert (
-        refused.json()
-        == {
-            "error": "no_consent",
-            "message": refused.json()["message"],
-        }
-        and "withdrew consent for product" in refused.json()["message"]
-    )
-    streamed = client.post("/v1/twins/ann/ask", json={"question": "Where?", "stream": True})
-    assert streamed.status_code == 403
-    session = client.post("/v1/twins/ann/sessions").json()["session_id"]
-    assert client.post(f"/v1/sessions/{session}/messages", json={"message": "Hi"}).status_code == 403
-    research = client.post(
-        "/v1/twins/ann/ask", json={"question": "Where do you live?", "purpose": "research"}
-    )
-    assert research.status_code == 200
+    refused = product.post("/v1/twins/ann/ask", json=ask)
+    assert refused.status_code == 403 and refused.json()["error"] == "no_consent"
+    assert "withdrew consent for product" in refused.json()["message"]
+    assert product.post("/v1/twins/ann/ask", json={**ask, "stream": True}).status_code == 403
+    session = product.post("/v1/twins/ann/sessions").json()["session_id"]
+    assert product.post(f"/v1/sessions/{session}/messages", json={"message": "Hi"}).status_code == 403
+    assert product.post("/v1/twins/bob/ask", json=ask).status_code == 200  # Bob did not withdraw
+    researcher = client_for(service, "researcher")
+    assert researcher.post("/v1/twins/ann/ask", json=ask).status_code == 200
     assert client.get("/v1/twins/ann/consent").json()["product"]["granted"] is False
     assert client.put("/v1/twins/ann/consent/ads", json={"granted": True}).status_code == 422
-    actions = [(e["action"], e["purpose"]) for e in client.get("/v1/audit", params={"twin_id": "ann"}).json()]
-    assert actions[1:] == [
+    audit = client.get("/v1/audit").json()
+    actions = [(e["action"], e["purpose"]) for e in audit if e["action"] not in ("ingest", "key")]
+    assert actions == [
         ("ask", "product"),
         ("consent", "self"),
         ("refused", "product"),
@@ -330,13 +338,99 @@ def test_the_api_refuses_a_withdrawn_purpose_with_403_and_why(client: TestClient
     ]
 
 
-def test_the_api_exports_and_erases(client: TestClient) -> None:
+def test_the_api_exports_and_erases(service: TwinService, client: TestClient) -> None:
     exported = client.get("/v1/twins/ann/export")
     assert exported.status_code == 200
     assert exported.headers["content-disposition"] == 'attachment; filename="twinchat-export-ann.json"'
     assert exported.json()["twin"]["twin_id"] == "ann" and len(exported.json()["events"]) == 4
     erased = client.delete("/v1/twins/ann")
     assert erased.status_code == 200 and erased.json()["tombstone"].startswith("erased-")
-    assert client.get("/v1/twins/ann").status_code == 404
-    assert client.delete("/v1/twins/ann").status_code == 404
-    assert client.get("/v1/audit").json()[-1]["twin_id"] == erased.json()["tombstone"]
+    assert client.get("/v1/twins/ann").status_code == 401  # her key went with her
+    admin = client_for(service, "admin")
+    assert admin.get("/v1/twins/ann").status_code == 404
+    assert admin.delete("/v1/twins/ann").status_code == 404
+    assert admin.get("/v1/audit").json()[-2]["twin_id"] == erased.json()["tombstone"]
+
+
+# --- keys and roles ----------------------------------------------------------------------------------------
+
+
+def test_no_key_or_a_bad_or_revoked_key_gets_401(service: TwinService) -> None:
+    app = create_app(service.settings, service=service)
+    anonymous = TestClient(app)
+    missing = anonymous.get("/v1/twins")
+    assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+    assert "twinchat keys create" in missing.json()["message"]
+    assert TestClient(app, headers={"Authorization": "Bearer tck_nope_x"}).get("/v1/twins").status_code == 401
+    made, secret = service.create_key("product", label="shop")
+    keyed = TestClient(app, headers={"Authorization": f"Bearer {secret}"})
+    assert keyed.get("/v1/twins").status_code == 200
+    service.revoke_key(made.key_id)
+    assert keyed.get("/v1/twins").json()["message"] == "unknown or revoked API key"
+    assert anonymous.get("/healthz").status_code == 200
+
+
+def test_a_customer_key_sees_only_its_own_twin(service: TwinService, client: TestClient) -> None:
+    assert [t["twin_id"] for t in client.get("/v1/twins").json()] == ["ann"]
+    for method, path, body in [
+        ("GET", "/v1/twins/bob", None),
+        ("GET", "/v1/twins/bob/profile", None),
+        ("GET", "/v1/twins/bob/memories", None),
+        ("POST", "/v1/twins/bob/corrections", {"statement": "I live in Rome"}),
+        ("PUT", "/v1/twins/bob/consent/research", {"granted": False}),
+        ("GET", "/v1/twins/bob/export", None),
+        ("DELETE", "/v1/twins/bob", None),
+        ("POST", "/v1/twins/bob/ask", {"question": "Where do you live?"}),
+        ("GET", "/v1/twins/nobody", None),
+    ]:
+        response = client.request(method, path, json=body)
+        assert response.status_code == 404, (method, path, response.text)
+        assert response.json()["error"] == "not_found"
+    other = client_for(service, "researcher").post("/v1/twins/bob/sessions").json()["session_id"]
+    assert client.get(f"/v1/sessions/{other}").status_code == 404
+    assert all(e["twin_id"] == "ann" for e in client.get("/v1/audit", params={"twin_id": "bob"}).json())
+    assert service.twin("bob").n_events == 3 and all(m["valid"] for m in service.memories("bob"))
+
+
+def test_a_customer_corrects_their_twin_by_chatting_with_it(client: TestClient) -> None:
+    session = client.post("/v1/twins/ann/sessions").json()["session_id"]
+    reply = client.post(f"/v1/sessions/{session}/messages", json={"message": "Actually, I moved to Lyon"})
+    assert reply.status_code == 200 and reply.json()["model"] == "correction"
+    assert [m["source"] for m in client.get("/v1/twins/ann/memories").json()].count("correction") == 1
+
+
+def test_each_role_does_what_it_is_for_and_no_more(service: TwinService, product: TestClient) -> None:
+    researcher = client_for(service, "researcher")
+    ask = {"question": "Where do you live?"}
+    assert (
+        researcher.post("/v1/twins/ann/ask", json={**ask, "purpose": "product"}).json()["error"]
+        == "forbidden"
+    )
+    service.set_consent("ann", "marketing", True)
+    assert product.post("/v1/twins/ann/ask", json={**ask, "purpose": "marketing"}).status_code == 200
+    for client in (researcher, product):
+        assert (
+            client.post("/v1/twins/ann/corrections", json={"statement": "I live in Rome"}).status_code == 403
+        )
+        assert client.get("/v1/twins/ann/export").status_code == 403
+        assert client.delete("/v1/twins/ann").status_code == 403
+        assert client.get("/v1/audit").status_code == 403
+        assert client.post("/v1/keys", json={"role": "admin"}).status_code == 403
+    assert service.twin("ann").n_events == 4
+
+
+def test_an_admin_manages_keys_over_the_api(service: TwinService) -> None:
+    admin = client_for(service, "admin")
+    made = admin.post("/v1/keys", json={"role": "customer", "twin_id": "bob", "label": "bob's app"})
+    assert made.status_code == 201 and made.json()["key"].startswith("tck_")
+    bob = TestClient(admin.app, headers={"Authorization": f"Bearer {made.json()['key']}"})
+    assert [t["twin_id"] for t in bob.get("/v1/twins").json()] == ["bob"]
+    listed = admin.get("/v1/keys").json()
+    assert [k["role"] for k in listed] == ["admin", "customer"] and "key" not in listed[1]
+    assert admin.post("/v1/keys", json={"role": "customer"}).status_code == 422
+    assert admin.post("/v1/keys", json={"role": "customer", "twin_id": "nobody"}).status_code == 404
+    assert admin.delete(f"/v1/keys/{made.json()['key_id']}").status_code == 204
+    assert bob.get("/v1/twins").status_code == 401
+    assert admin.delete(f"/v1/keys/{made.json()['key_id']}").status_code == 404
+    # Keys are stored as digests only.
+    assert made.json()["key"].encode() not in (service.settings.home / "meta.db").read_bytes()

@@ -352,7 +352,10 @@ def test_api_profile(service: TwinService, tmp_path: Path) -> None:
     from twinchat.api.app import create_app
 
     service.ingest_files([write_jsonl(tmp_path / "h.jsonl", HISTORY)], progress=False)
-    client = TestClient(create_app(service.settings, service=service))
+    _, key = service.create_key("product")
+    client = TestClient(
+        create_app(service.settings, service=service), headers={"Authorization": f"Bearer {key}"}
+    )
     response = client.get("/v1/twins/ann/profile")
     assert response.status_code == 200
     body = response.json()

@@ -7,9 +7,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from twinchat import __version__
+from twinchat.api.deps import Unauthorized
 from twinchat.config import Settings
 from twinchat.domain.control import ConsentDenied
-from twinchat.services import MemoryNotFound, SessionNotFound, TwinNotFound, TwinService
+from twinchat.domain.keys import Forbidden
+from twinchat.services import KeyNotFound, MemoryNotFound, SessionNotFound, TwinNotFound, TwinService
 
 
 def create_app(settings: Settings, *, service: TwinService | None = None) -> FastAPI:
@@ -22,11 +24,12 @@ def create_app(settings: Settings, *, service: TwinService | None = None) -> Fas
     app.state.settings = settings
     app.state.service = service or TwinService.from_settings(settings)
 
-    from twinchat.api import routes_control, routes_sessions, routes_twins
+    from twinchat.api import routes_control, routes_keys, routes_sessions, routes_twins
 
     app.include_router(routes_twins.router)
     app.include_router(routes_sessions.router)
     app.include_router(routes_control.router)
+    app.include_router(routes_keys.router)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:
@@ -35,12 +38,25 @@ def create_app(settings: Settings, *, service: TwinService | None = None) -> Fas
     @app.exception_handler(TwinNotFound)
     @app.exception_handler(SessionNotFound)
     @app.exception_handler(MemoryNotFound)
+    @app.exception_handler(KeyNotFound)
     async def _not_found(_: Request, exc: LookupError) -> JSONResponse:
         return JSONResponse(status_code=404, content={"error": "not_found", "message": str(exc)})
 
     @app.exception_handler(ConsentDenied)
     async def _no_consent(_: Request, exc: ConsentDenied) -> JSONResponse:
         return JSONResponse(status_code=403, content={"error": "no_consent", "message": str(exc)})
+
+    @app.exception_handler(Forbidden)
+    async def _forbidden(_: Request, exc: Forbidden) -> JSONResponse:
+        return JSONResponse(status_code=403, content={"error": "forbidden", "message": str(exc)})
+
+    @app.exception_handler(Unauthorized)
+    async def _unauthorized(_: Request, exc: Unauthorized) -> JSONResponse:
+        return JSONResponse(
+            status_code=401,
+            content={"error": "unauthorized", "message": str(exc)},
+            headers={"WWW-Authenticate": "Bearer"},
+        )
 
     @app.exception_handler(ValueError)
     async def _bad_value(_: Request, exc: ValueError) -> JSONResponse:

@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from twinchat.api.deps import Service, use_for
+from twinchat.api.deps import Key, Service, visible
 from twinchat.api.schemas import AnswerOut, AskRequest, TwinOut
 from twinchat.domain.models import Answer
 
@@ -17,22 +17,23 @@ router = APIRouter(prefix="/v1/twins", tags=["twins"])
 
 
 @router.get("", response_model=list[TwinOut])
-async def list_twins(service: Service, panel: str | None = None) -> list[dict]:
+async def list_twins(service: Service, key: Key, panel: str | None = None) -> list[dict]:
+    """The twins this key may see (a customer key: its own), optionally one panel's."""
     twins = await run_in_threadpool(service.twins, panel=panel)
-    return [t.to_dict() for t in twins]
+    return [t.to_dict() for t in twins if key.may_see(t.twin_id)]
 
 
 @router.get("/{twin_id}", response_model=TwinOut)
-async def get_twin(twin_id: str, service: Service) -> dict:
-    return (await run_in_threadpool(service.twin, twin_id)).to_dict()
+async def get_twin(twin_id: str, service: Service, key: Key) -> dict:
+    return (await run_in_threadpool(service.twin, visible(key, twin_id))).to_dict()
 
 
 @router.get("/{twin_id}/profile", responses={404: {"description": "no such twin"}})
-async def get_profile(twin_id: str, service: Service) -> dict:
+async def get_profile(twin_id: str, service: Service, key: Key) -> dict:
     """What the twin knows: {"twin", "profile", "summary"}, as `twinchat show --json` prints it."""
     from twinchat.domain.profile import show_document
 
-    twin = await run_in_threadpool(service.twin, twin_id)
+    twin = await run_in_threadpool(service.twin, visible(key, twin_id))
     return show_document(twin, await run_in_threadpool(service.profile, twin_id))
 
 
@@ -41,9 +42,10 @@ async def get_profile(twin_id: str, service: Service) -> dict:
     response_model=AnswerOut,
     responses={403: {"description": "no consent for this purpose"}, 404: {"description": "no such twin"}},
 )
-async def ask(twin_id: str, body: AskRequest, service: Service):  # type: ignore[no-untyped-def]
+async def ask(twin_id: str, body: AskRequest, service: Service, key: Key):  # type: ignore[no-untyped-def]
     """The twin's simulated answer, grounded in its own history, with the events it used."""
-    use = use_for(body.purpose)
+    use = key.use(body.purpose)
+    visible(key, twin_id)
     if not body.stream:
         answer = await run_in_threadpool(service.ask, twin_id, body.question, use=use)
         return answer.to_dict()

@@ -7,7 +7,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 PurposeIn = Literal["research", "product", "marketing"]
-PURPOSE_HELP = "Why the twin is used; its customer must have consented to it."
+PURPOSE_HELP = (
+    "Why the twin is used; the key's role must allow it and the customer must have consented to it. "
+    "Default: the role's own (researcher: research, product: product); a customer key always acts for itself."
+)
 
 
 class AskRequest(BaseModel):
@@ -15,7 +18,7 @@ class AskRequest(BaseModel):
     stream: bool = Field(
         default=False, description="Server-sent events: token events, then one answer event."
     )
-    purpose: PurposeIn = Field(default="product", description=PURPOSE_HELP)
+    purpose: PurposeIn | None = Field(default=None, description=PURPOSE_HELP)
 
 
 class CitationOut(BaseModel):
@@ -51,7 +54,7 @@ class ErrorOut(BaseModel):
 class MessageRequest(BaseModel):
     message: str = Field(min_length=1, max_length=4000, examples=["And how was the delivery?"])
     stream: bool = False
-    purpose: PurposeIn = Field(default="product", description=PURPOSE_HELP)
+    purpose: PurposeIn | None = Field(default=None, description=PURPOSE_HELP)
 
 
 class TurnOut(BaseModel):
@@ -133,3 +136,24 @@ class AuditOut(BaseModel):
 class ErasureOut(BaseModel):
     erased: bool = True
     tombstone: str = Field(description="The audit keeps this id, and no personal data, for the erasure.")
+
+
+class KeyRequest(BaseModel):
+    role: Literal["admin", "researcher", "product", "customer"]
+    twin_id: str | None = Field(
+        default=None, description="The customer's own twin: required for a customer key."
+    )
+    label: str = Field(default="", max_length=256, examples=["checkout service"])
+
+
+class KeyOut(BaseModel):
+    key_id: str
+    role: str
+    twin_id: str | None
+    label: str
+    created_at: str
+    revoked_at: str | None
+
+
+class KeyCreated(KeyOut):
+    key: str = Field(description="The API key: shown this once, send it as `Authorization: Bearer KEY`.")
