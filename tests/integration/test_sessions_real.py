@@ -51,8 +51,8 @@ def test_a_conversation_over_http_streams_and_is_remembered(api: httpx.Client) -
     assert started.status_code == 201
     session = started.json()["session_id"]
 
-    first = httpx.post(
-        f"{api}/v1/sessions/{session}/messages", json={"message": "Tell me about the cake stand"}, timeout=120
+    first = api.post(
+        f"/v1/sessions/{session}/messages", json={"message": "Tell me about the cake stand"}, timeout=120
     )
     assert first.status_code == 200 and first.json()["citations"]
 
