@@ -9,9 +9,15 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
+import sqlite3
+import struct
 import threading
+import uuid
 from collections.abc import Sequence
+from contextlib import closing
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -79,11 +85,12 @@ class ChromaMemoryStore(MemoryStore):
         for twin_id, events in events_by_twin.items():
             store = self._store(twin_id)
             if events and store is not None:
-                store.add_texts(
-                    [e.text for e in events],
-                    metadatas=[_metadata(e) for e in events],
-                    ids=[e.event_id for e in events],
-                )
+                with _WRITES:
+                    store.add_texts(
+                        [e.text for e in events],
+                        metadatas=[_metadata(e) for e in events],
+                        ids=[e.event_id for e in events],
+                    )
 
     def stored_texts(self, twin_id: str, event_ids: Sequence[str]) -> dict[str, str]:
         store = self._store(twin_id, create=False)
@@ -124,14 +131,21 @@ class ChromaMemoryStore(MemoryStore):
     def delete_events(self, twin_id: str, event_ids: Sequence[str]) -> None:
         store = self._store(twin_id, create=False)
         if store is not None and event_ids:
-            store.delete(ids=list(event_ids))
+            with _WRITES:
+                store.delete(ids=list(event_ids))
 
     def delete_twin(self, twin_id: str) -> None:
-        with self._lock:
-            self._stores.pop(twin_id, None)
-            name = collection_name(twin_id)
-            if self._exists(name):
-                self.client.delete_collection(name)
+        """Delete the twin's collection and, on a local Chroma, every byte of it left on disk."""
+        with _WRITES:
+            with self._lock:
+                self._stores.pop(twin_id, None)
+                name = collection_name(twin_id)
+                if self._exists(name):
+                    self.client.delete_collection(name)
+            settings = self.client.get_settings()
+            if settings.is_persistent:
+                # Also when the collection is already gone: an erasure stopped after the delete ends here.
+                scrub(Path(settings.persist_directory))
 
     def _exists(self, name: str) -> bool:
         # get_collection rather than list_collections: listing costs O(twins) on every call.
@@ -142,6 +156,69 @@ class ChromaMemoryStore(MemoryStore):
                 return False
             raise
         return True
+
+
+# Chroma writes a collection's HNSW files while adding and deleting; scrub rewrites parts of them. In one
+# process (Chroma's local mode supports no other) this lock keeps the two apart, whichever store writes.
+_WRITES = threading.RLock()
+
+
+def scrub(persist_directory: Path) -> None:
+    """Remove from a local Chroma folder every byte that deleted collections leave behind.
+
+    Chroma deletes a collection's rows, but SQLite keeps their bytes in free pages, the full-text index keeps
+    the deleted documents' trigrams in its segments until they merge, and the collection's vector segment
+    folder stays. The merge and VACUUM change no row, and SQLite's locks make them safe beside an open
+    client; both rewrite the whole file, so an erasure costs time in proportion to the store.
+    """
+    # Folders listed before the segments are read: a segment created meanwhile is in the table, so kept.
+    folders = [p for p in persist_directory.iterdir() if p.is_dir() and _is_uuid(p.name)]
+    database = persist_directory / "chroma.sqlite3"
+    with closing(sqlite3.connect(database, timeout=60, isolation_level=None)) as db:
+        live = {str(row[0]) for row in db.execute("SELECT id FROM segments")}
+        db.execute("INSERT INTO embedding_fulltext_search(embedding_fulltext_search) VALUES('optimize')")
+        db.execute("VACUUM")
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # in WAL mode, old pages live on in the -wal file
+    for folder in folders:
+        if folder.name in live:
+            _zero_unused_slots(folder)
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _zero_unused_slots(segment: Path) -> None:
+    """Zero the slots of an HNSW segment that hold no vector yet.
+
+    hnswlib mallocs room for 100 vectors when it creates an index and Chroma writes all of it to disk, so the
+    unused slots hold whatever that memory held before: freed bytes of any text the process handled, an erased
+    twin's included. A slot is written whole when a vector fills it, so nothing else is left uninitialized.
+    """
+    try:
+        header = (segment / "header.bin").read_bytes()
+    except FileNotFoundError:
+        return  # no vector added yet
+    # hnswlib's persisted header: int32 version, then size_t offsetLevel0, max_elements, count, slot size.
+    version, _, max_elements, count, slot_size = struct.unpack_from("<i4Q", header)
+    if version != 1 or count > max_elements:
+        return  # a layout this code does not know: better left as it is than broken
+    for name, used in (("data_level0.bin", count * slot_size), ("length.bin", count * 4)):
+        path = segment / name
+        if not path.exists() or path.stat().st_size <= used:
+            continue
+        with path.open("r+b") as file:
+            file.seek(used)
+            unused = file.read()
+            if any(unused):
+                file.seek(used)
+                file.write(bytes(len(unused)))
+
+
+def _is_uuid(name: str) -> bool:
+    try:
+        uuid.UUID(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _count(store: Any) -> int:

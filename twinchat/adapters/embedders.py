@@ -80,6 +80,12 @@ class CachedEmbeddings(Embeddings):
                 result.append(self._cache[text])
             return result
 
+    def forget(self, texts: Sequence[str]) -> None:
+        """Drop these texts and their vectors from the cache (an erased customer's history)."""
+        with self._lock:
+            for text in texts:
+                self._cache.pop(text, None)
+
     def embed_query(self, text: str) -> list[float]:
         return self.embed_documents([text])[0]
 

@@ -1,0 +1,155 @@
+"""Erasing a twin leaves no trace of the customer in any file under TWINCHAT_HOME: Chroma's SQLite file (free
+pages and full-text index included), Chroma's vector segment folders, and the registry's SQLite file."""
+
+from __future__ import annotations
+
+import struct
+import uuid
+from pathlib import Path
+
+import pytest
+
+from twinchat import factory
+from twinchat.adapters.chroma_store import ChromaMemoryStore, make_client
+from twinchat.adapters.embedders import CachedEmbeddings, SentenceTransformerEmbedder
+from twinchat.adapters.sql_registry import SqlTwinRegistry
+from twinchat.config import Settings
+from twinchat.domain.control import LOCAL_CUSTOMER, AuditEntry
+from twinchat.domain.events import Event
+from twinchat.domain.readers import RawRecord
+from twinchat.domain.sessions import now
+from twinchat.services import TwinService
+from twinchat.testing import FakeChatModel, HashEmbedder, WordCounter
+
+# Chroma's full-text index stores trigrams, never a whole marker; a run of a character no other history has
+# makes its trigram findable in the raw bytes (the term is written whole, no prefix shared with another).
+RARE = "☃☃☃☃"
+
+
+def history(customer: str, marker: str, *, extra: str = "") -> list[dict[str, object]]:
+    return [
+        {
+            "customer_id": customer,
+            "text": f"Bought a {marker} cake stand and a set of cake tins {extra}".strip(),
+            "source": "purchase",
+            "timestamp": "2011-03-02",
+            "products": [f"cake stand {marker}"],
+        },
+        {
+            "customer_id": customer,
+            "text": f"Support ticket {marker}: the cake stand arrived chipped, asked for a refund",
+            "source": "support",
+            "timestamp": "2011-03-09",
+        },
+        {
+            "customer_id": customer,
+            "text": f"Survey {marker}",
+            "source": "survey",
+            "timestamp": "2011-04-01",
+            "question_id": "delivery_day",
+            "question": "Which day do you prefer for deliveries?",
+            "answer": f"Saturday {marker}",
+        },
+    ]
+
+
+def files_holding(home: Path, needles: dict[str, bytes]) -> dict[str, list[str]]:
+    """For each needle, the files under home whose bytes contain it."""
+    found: dict[str, list[str]] = {name: [] for name in needles}
+    for path in sorted(p for p in home.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        for name, needle in needles.items():
+            if needle in data:
+                found[name].append(str(path.relative_to(home)))
+    return found
+
+
+@pytest.fixture
+def service(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> TwinService:
+    # The real store, registry and embedder on disk; a scripted chat model, whose reply reaches the sessions.
+    settings = Settings(home=tmp_path / "home")
+    return TwinService(
+        settings,
+        store=factory.make_store(settings, embedder),
+        registry=factory.make_registry(settings),
+        counter=WordCounter(),
+        chat_model=FakeChatModel(default="I bought it, it was chipped [E1]."),
+    )
+
+
+@pytest.mark.slow
+def test_erasing_a_twin_leaves_none_of_its_history_in_any_file(
+    service: TwinService, embedder: SentenceTransformerEmbedder
+) -> None:
+    token = uuid.uuid4().hex
+    gone, kept = f"zq-gone-{token}", f"zq-kept-{token}"
+    erased, other = f"cust-gone-{token}", f"cust-kept-{token}"
+    records = history(erased, gone, extra=RARE) + history(other, kept)
+    report = service.ingest_records(RawRecord("history", i, r) for i, r in enumerate(records, 1))
+    assert report.stored == 6 and report.exit_code == 0
+    erased_events = [e.event_id for e in service.store.events(erased)]
+
+    # The marker reaches every store: answers and sessions, a correction, memory statuses, profile, audit.
+    assert service.ask(erased, f"Tell me about the cake stand {gone}").citations
+    session = service.start_session(erased)
+    service.chat(session.session_id, f"Was the {gone} cake stand chipped?")
+    service.correct(erased, f"Actually the {gone} cake stand arrived intact, I kept it")
+    service.ask(other, f"Tell me about the cake stand {kept}")
+    vector = embedder.embed(service.store.events(erased)[0].text)
+
+    tombstone = service.erase(erased)
+
+    home = service.settings.home
+    needles = {
+        "marker": gone.encode(),
+        "twin id": erased.encode(),
+        "rare trigram": RARE[:3].encode()[1:],
+        "embedding": struct.pack("<8f", *vector[:8]),
+        **{f"event {e}": e.encode() for e in erased_events},
+    }
+    left = {name: files for name, files in files_holding(home, needles).items() if files}
+    assert not left, f"after erasure, the customer's data is still in {left}"
+    assert files_holding(home, {"kept": kept.encode()})["kept"], "the other customer's history vanished too"
+    assert [m.event.customer_id for m in service.store.search(other, "cake stand", k=3)] == [other] * 3
+    assert any(e.twin_id == tombstone and e.action == "erase" for e in service.audit())
+    assert service.ask(other, "Was the cake stand chipped?").citations
+
+
+def test_a_local_store_keeps_no_folder_or_page_of_a_deleted_twin(tmp_path: Path) -> None:
+    # Past Chroma's HNSW sync threshold (1000) the vectors and ids are written to a per-collection folder.
+    store = ChromaMemoryStore(make_client(f"chroma:{tmp_path}"), CachedEmbeddings(HashEmbedder()))
+    token = uuid.uuid4().hex
+    for twin, n in ((f"gone-{token}", 1100), (f"kept-{token}", 3)):
+        store.add(twin, [Event(twin, f"bought mug {i} {twin}", f"ev-{twin}-{i}") for i in range(n)])
+    assert any(f"ev-gone-{token}".encode() in p.read_bytes() for p in tmp_path.rglob("*.pickle"))
+
+    store.delete_twin(f"gone-{token}")
+
+    # Not only the deleted collection's folder: the kept twin's index, created after the other twin's texts
+    # passed through memory, was written with unused slots that can hold them.
+    assert files_holding(tmp_path, {"gone": f"gone-{token}".encode()}) == {"gone": []}
+    assert store.count(f"kept-{token}") == 3 and store.count(f"gone-{token}") == 0
+
+
+def test_forgotten_texts_leave_the_embedding_cache() -> None:
+    embedder = HashEmbedder()
+    cache = CachedEmbeddings(embedder, cache_size=8)
+    cache.embed_documents(["erase me", "keep me"])
+    calls = embedder.calls
+
+    cache.forget(["erase me", "never cached"])
+
+    cache.embed_query("keep me")
+    assert embedder.calls == calls  # still cached
+    cache.embed_query("erase me")
+    assert embedder.calls == calls + 1  # gone from the cache, so encoded again
+
+
+def test_registry_vacuum_drops_deleted_rows_from_the_sqlite_file(tmp_path: Path) -> None:
+    registry = SqlTwinRegistry(f"sqlite:///{tmp_path / 'meta.db'}")
+    marker = f"zq-{uuid.uuid4().hex}"
+    registry.touch_twins({marker: 1})
+    registry.record([AuditEntry(now(), "local", "ask", marker, LOCAL_CUSTOMER.purpose, [], {"q": marker})])
+    registry.erase_twin(marker, tombstone="erased-1")
+    registry.vacuum()
+    assert marker.encode() not in (tmp_path / "meta.db").read_bytes()
