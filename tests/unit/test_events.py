@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
-from twinchat.domain.events import MAX_TEXT_CHARS, Event, EventError, parse_timestamp
+from twinchat.domain.events import MAX_ID_CHARS, MAX_TEXT_CHARS, Event, EventError, parse_timestamp
 
 
 def record(**overrides: object) -> dict[str, object]:
@@ -45,6 +45,20 @@ def test_non_string_required_field_is_rejected_with_its_type(name: str, value: o
         Event.from_record(record(**{name: value}))
     assert info.value.field == name
     assert type(value).__name__ in info.value.reason
+
+
+@pytest.mark.parametrize("name", ["customer_id", "event_id", "text", "source"])
+def test_nul_characters_are_rejected_where_a_database_would_choke(name: str) -> None:
+    with pytest.raises(EventError) as info:
+        Event.from_record(record(**{name: "a\x00b"}))
+    assert (info.value.field, info.value.reason) == (name, "contains a NUL character")
+
+
+@pytest.mark.parametrize("name", ["customer_id", "event_id"])
+def test_ids_longer_than_the_metadata_store_indexes_are_rejected(name: str) -> None:
+    assert Event.from_record(record(**{name: "x" * MAX_ID_CHARS}))
+    with pytest.raises(EventError, match=f"513 characters; an id has at most {MAX_ID_CHARS}"):
+        Event.from_record(record(**{name: "x" * 513}))
 
 
 def test_a_record_that_is_not_an_object_is_rejected() -> None:

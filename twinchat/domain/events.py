@@ -13,6 +13,7 @@ from typing import Any
 KNOWN_SOURCES = ("purchase", "crm", "support", "review", "survey", "social", "web", "correction")
 RESERVED_FIELDS = ("customer_id", "text", "event_id", "timestamp", "source", "kind")
 MAX_TEXT_CHARS = 20_000
+MAX_ID_CHARS = 512  # customer and event ids: what every metadata store (SQLite, PostgreSQL) indexes
 
 
 class EventError(ValueError):
@@ -158,7 +159,12 @@ def _required_str(record: dict[str, Any], name: str) -> str:
         raise EventError(name, f"expected a string, got {type(value).__name__}")
     if isinstance(value, float) and value.is_integer():
         value = int(value)  # 17850.0 from a spreadsheet is customer 17850
-    return str(value).strip()
+    text = str(value).strip()
+    if "\x00" in text:
+        raise EventError(name, "contains a NUL character")
+    if name.endswith("_id") and len(text) > MAX_ID_CHARS:
+        raise EventError(name, f"{len(text)} characters; an id has at most {MAX_ID_CHARS}")
+    return text
 
 
 def _optional_str(record: dict[str, Any], name: str) -> str | None:
