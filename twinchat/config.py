@@ -78,6 +78,12 @@ class Settings(BaseSettings):
     # Ingestion.
     batch_size: int = Field(default=256, ge=1)
 
+    # The HTTP API: a request carrying more items (events, questions, twins) is refused with 413.
+    api_max_items: int = Field(default=1000, ge=1, description="Most items one API request may carry.")
+
+    # The HTTP API: the largest request body it reads (413 beyond it).
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+
     # Where the shared public data sets live (never copied into the project).
     data_dir: Path = Field(default=PROJECT_ROOT.parent / "shared" / "data")
     prompts_dir: Path = Field(default=PROJECT_ROOT / "prompts")

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+import secrets
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from twinchat import __version__
 from twinchat.api.deps import Unauthorized
+from twinchat.api.limits import BodyLimit
 from twinchat.config import Settings
 from twinchat.domain.control import ConsentDenied
 from twinchat.domain.keys import Forbidden
 from twinchat.services import KeyNotFound, MemoryNotFound, SessionNotFound, TwinNotFound, TwinService
+
+log = logging.getLogger("twinchat.api")
 
 
 def create_app(settings: Settings, *, service: TwinService | None = None) -> FastAPI:
@@ -30,6 +36,8 @@ def create_app(settings: Settings, *, service: TwinService | None = None) -> Fas
     app.include_router(routes_sessions.router)
     app.include_router(routes_control.router)
     app.include_router(routes_keys.router)
+
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:
@@ -66,6 +74,19 @@ def create_app(settings: Settings, *, service: TwinService | None = None) -> Fas
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         fields = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         return JSONResponse(status_code=422, content={"error": "invalid", "message": fields})
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        # A bug, not bad input: logged with its traceback; the caller gets the error shape and a reference.
+        reference = secrets.token_hex(4)
+        log.exception("internal error %s on %s %s", reference, request.method, request.url.path)
+        return JSONResponse(
+            status_code=500,
+            content={
+                "error": "internal",
+                "message": f"an internal error (reference {reference}); see the log",
+            },
+        )
 
     return app
 
