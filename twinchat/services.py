@@ -527,6 +527,9 @@ class TwinService:
         texts = [e.text for e in self.store.events(twin_id)]
         self.store.delete_twin(twin_id)
         self.registry.erase_twin(twin_id, tombstone=tombstone)
+        from twinchat.jobs import erase_twin, jobs_folder
+
+        erase_twin(jobs_folder(self.settings), twin_id)  # its answers in downloadable survey results
         if self._keys is not None:
             self._keys.delete_for_twin(twin_id)
         self._lexical_indexes.drop(twin_id)

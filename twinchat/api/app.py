@@ -30,12 +30,21 @@ def create_app(settings: Settings, *, service: TwinService | None = None) -> Fas
     app.state.settings = settings
     app.state.service = service or TwinService.from_settings(settings)
 
-    from twinchat.api import routes_control, routes_keys, routes_sessions, routes_twins
+    from twinchat.api import (
+        routes_control,
+        routes_data,
+        routes_keys,
+        routes_openai,
+        routes_sessions,
+        routes_twins,
+    )
 
     app.include_router(routes_twins.router)
     app.include_router(routes_sessions.router)
     app.include_router(routes_control.router)
     app.include_router(routes_keys.router)
+    routes_data.install(app)  # events, panels, choose, survey jobs
+    app.include_router(routes_openai.router)
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 
