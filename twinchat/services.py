@@ -414,7 +414,13 @@ class TwinService:
             raise ValueError("statement: must not be empty")
         at = now()
         event_id = correction_id(twin_id, statement, at)
-        candidates = self.retrieve(twin_id, statement)
+        # Without an LLM judge a survey answer is replaced only by an answer to its own question (below): similar
+        # wording would otherwise take neighbouring questions with it ("ever been divorced?" for "I am divorced").
+        candidates = [
+            m
+            for m in self.retrieve(twin_id, statement)
+            if self._judge_enabled or survey_answer_of(m.event) is None
+        ]
         superseded = [m.event.event_id for m in superseded_by(statement, candidates, judge=self._judge)]
         fix = self._survey_fix(twin_id, statement)
         record: dict[str, Any] = {

@@ -103,18 +103,35 @@ def survey_fix(
     similarity: Callable[[str, Sequence[str]], list[float]],
     *,
     min_similarity: float = 0.45,
+    min_similarity_unique: float = 0.3,
 ) -> SurveyFix | None:
     """The survey question a statement answers, with the answer label it names, if any.
 
     ``questions`` maps a question key to its wording and the answer labels known for it; ``own_answers`` the
-    twin's earlier answer events per key. The label must appear in the statement as words (the longest one
-    wins, so "not legal" is Not Legal, not Legal); the question must be the nearest in meaning.
+    twin's earlier answer events per key. The label must appear in the statement as words, and not as the value
+    being replaced ("Catholic now, *not Protestant*", "I *used to be* Protestant"); the longest such label wins,
+    so "not legal" is Not Legal, not Legal. The question must be the nearest in meaning, and close enough:
+    ``min_similarity``, or ``min_similarity_unique`` when no other question has a label named in the statement.
+
+    >>> questions = {"relig": ("What is your religious preference?", {"Protestant", "Catholic", "None"})}
+    >>> fix = survey_fix("My religion is Catholic now, not Protestant", questions, {}, lambda s, qs: [0.6])
+    >>> fix.answer
+    'Catholic'
     """
-    lowered = f" {' '.join(re.findall(r'[a-z0-9]+', statement.lower()))} "
+    words = _words(statement)
     named = {}
     for key, (_, labels) in questions.items():
+        spans = {label: _spans(_words(label), words) for label in labels}
+        # A label inside a longer one's occurrence is not named: "never married" does not name Married.
+        longer = [span for found in spans.values() for span in found]
         hits = [
-            label for label in labels if f" {' '.join(re.findall(r'[a-z0-9]+', label.lower()))} " in lowered
+            label
+            for label, found in spans.items()
+            if any(
+                _asserted(span, words)
+                and not any(o != span and o[0] <= span[0] and span[1] <= o[1] for o in longer)
+                for span in found
+            )
         ]
         if hits:
             named[key] = max(hits, key=len)
@@ -123,7 +140,25 @@ def survey_fix(
     keys = list(named)
     scores = similarity(statement, [questions[k][0] for k in keys])
     best = max(range(len(keys)), key=lambda i: scores[i])
-    if scores[best] < min_similarity:
+    if scores[best] < (min_similarity if len(keys) > 1 else min_similarity_unique):
         return None
     key = keys[best]
     return SurveyFix(key, questions[key][0], named[key], list(own_answers.get(key, [])))
+
+
+# Words that, just before a label, make it the value being replaced rather than the new one.
+_REPLACED = {"not", "no", "longer", "nor", "instead", "than", "formerly", "previously", "used"}
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def _spans(label: list[str], words: list[str]) -> list[tuple[int, int]]:
+    n = len(label)
+    return [(i, i + n) for i in range(len(words) - n + 1) if n and words[i : i + n] == label]
+
+
+def _asserted(span: tuple[int, int], words: list[str]) -> bool:
+    """Whether the words at this span are stated, not the value replaced: no cue in the 3 words before."""
+    return not _REPLACED & set(words[max(0, span[0] - 3) : span[0]])
