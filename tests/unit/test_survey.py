@@ -216,3 +216,25 @@ def test_question_types_are_checked(data: dict, field: str) -> None:
     with pytest.raises(QuestionError) as info:
         Question.from_dict(data)
     assert info.value.field == field
+
+
+def test_a_corrected_answer_is_the_customers_word_and_outweighs_similar_twins() -> None:
+    answers = []
+    for i in range(30):
+        status, happy = ("Married", "Very Happy") if i < 20 else ("Divorced", "Not Too Happy")
+        answers += [
+            SurveyAnswer(f"t{i}", "gss:marital", "Are you married?", status, f"e{i}m"),
+            SurveyAnswer(f"t{i}", "gss:hapmar", "How happy is your marriage?", happy, f"e{i}h"),
+        ]
+    answers += [
+        SurveyAnswer("c", "gss:marital", "Are you married?", "Divorced", "corr_1"),
+        SurveyAnswer("c", "gss:hapmar", "How happy is your marriage?", "Very Happy", "c-w2-hapmar"),
+    ]
+    question = Question("gss:marital", "Are you married?", ("Married", "Divorced"))
+    answer = ChoiceModel(AnswerMatrix(answers)).choose("c", question)
+    assert (answer.answer, answer.evidence) == ("Divorced", "correction")
+    assert answer.distribution["Divorced"] == pytest.approx(0.95) and sum(answer.distribution.values()) == 1.0
+    assert [c.event_id for c in answer.citations] == ["corr_1"] and "corrected" in answer.reason
+    # The same answer given in a survey (not a correction) is pooled with the twins like it.
+    answers[-2] = SurveyAnswer("c", "gss:marital", "Are you married?", "Divorced", "c-w2-marital")
+    assert ChoiceModel(AnswerMatrix(answers)).choose("c", question).evidence == "own_answer"

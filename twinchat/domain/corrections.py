@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from twinchat.domain.retrieval import ScoredMemory, tokenize
+from twinchat.domain.survey import CORRECTED
 
 # Phrases by which a customer, chatting with their own twin, corrects it rather than asks it something.
 _CORRECTION = re.compile(
@@ -72,7 +73,7 @@ def looks_like_correction(message: str) -> bool:
 
 def correction_id(twin_id: str, statement: str, at: datetime) -> str:
     digest = hashlib.sha256(f"{twin_id}\n{statement}\n{at.isoformat()}".encode()).hexdigest()[:20]
-    return f"corr_{digest}"
+    return f"{CORRECTED}{digest}"
 
 
 def superseded_by(

@@ -25,6 +25,11 @@ from typing import Any
 
 from twinchat.domain.models import Citation
 
+# Event ids of customers' corrections (twinchat.domain.corrections.correction_id): an answer the customer gave
+# about themself now is kept almost surely; the rest of the mass keeps the distribution proper.
+CORRECTED = "corr_"
+CORRECTED_CONSISTENCY = 0.95
+
 _QA = re.compile(r"^\s*Q:\s*(?P<q>.+?)\s+A:\s*(?P<a>.+?)\s*$", re.DOTALL)
 
 
@@ -193,7 +198,7 @@ class ChoiceAnswer:
     reason: str
     citations: list[Citation]
     parts: list[Part]
-    evidence: str  # "own_answer", "similar_twins" or "panel_only"
+    evidence: str  # "correction", "own_answer", "similar_twins" or "panel_only"
     simulated: bool = True
 
     def to_dict(self) -> dict[str, Any]:
@@ -258,6 +263,20 @@ class ChoiceModel:
 
         own = own_answers.get(key) if key else None
         own_option = _match(own.answer, options) if own else None
+        if own is not None and own_option is not None and own.event_id.startswith(CORRECTED):
+            # The customer told us this answer themself, after the history: their word, not a guess to pool.
+            dist = self._own(own_option, panel, consistency=CORRECTED_CONSISTENCY)
+            part = Part("correction", 1.0, dist, f"corrected to {own.answer!r} by the customer")
+            return ChoiceAnswer(
+                twin_id,
+                question.id,
+                own_option,
+                dist,
+                f"I'd say {own_option}: I told you so myself when I corrected my record.",
+                [Citation(own.event_id, f"Q: {own.question} A: {own.answer}", 1.0)],
+                [part],
+                "correction",
+            )
         if own is not None and own_option is not None:
             dist = self._own(own_option, panel)
             parts.append(Part("own", self.weights.own, dist, f"answered {own.answer!r} before"))
@@ -312,10 +331,12 @@ class ChoiceModel:
             f"answers of {n} other twins in the panel" if n else "no twin in the panel answered this: uniform"
         )
 
-    def _own(self, option: str, panel: Mapping[str, float]) -> dict[str, float]:
-        rest = 1.0 - self.weights.own_consistency
+    def _own(
+        self, option: str, panel: Mapping[str, float], *, consistency: float | None = None
+    ) -> dict[str, float]:
+        same = self.weights.own_consistency if consistency is None else consistency
         others = sum(v for o, v in panel.items() if o != option) or 1.0
-        return {o: self.weights.own_consistency if o == option else rest * panel[o] / others for o in panel}
+        return {o: same if o == option else (1.0 - same) * panel[o] / others for o in panel}
 
     def _similar(
         self, twin_id: str, key: str | None, options: tuple[str, ...], prior: Mapping[str, float]

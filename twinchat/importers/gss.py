@@ -75,7 +75,8 @@ class GssPanel:
             if not path.is_file():
                 raise UnreadableInput(f"{path}: no such file")
         try:
-            rows = pd.read_csv(panel, dtype=str, low_memory=False)
+            # Only empty cells are missing: "None" is an answer (no religion), which pandas would drop by default.
+            rows = pd.read_csv(panel, dtype=str, low_memory=False, keep_default_na=False, na_values=[""])
             documentation = pd.read_csv(doc, dtype=str)
         except (ValueError, OSError) as exc:
             raise UnreadableInput(f"{panel}: cannot read the GSS panel ({exc})") from None
