@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from twinchat.domain.corrections import looks_like_correction, survey_fix
+from twinchat.domain.corrections import looks_like_correction, superseded_by, survey_fix
+from twinchat.domain.events import Event
+from twinchat.domain.models import Memory
+from twinchat.domain.retrieval import ScoredMemory
 
 QUESTIONS = {
     "relig": ("What is your religious preference?", {"Protestant", "Catholic", "Jewish", "None"}),
@@ -69,3 +72,27 @@ def test_the_question_must_be_near_in_meaning() -> None:
 )
 def test_corrections_in_conversation_are_recognised_by_how_they_start(message: str, correction: bool) -> None:
     assert looks_like_correction(message) is correction
+
+
+def scored(text: str, dense: float) -> ScoredMemory:
+    event = Event.from_record({"customer_id": "c", "text": text})
+    return ScoredMemory(Memory(event, dense), dense, dense, 0.0, 0.0, 0.0, 0.0, "dense")
+
+
+def test_a_memory_is_superseded_when_near_in_meaning_and_about_the_same_subject() -> None:
+    lives = scored("I live in Paris", 0.7)
+    teapot = scored("Bought a red teapot", 0.7)  # near by a fluke, but shares no word: untouched
+    far = scored("I live with my cat", 0.2)
+    assert superseded_by("I no longer live in Paris", [far, teapot, lives]) == [lives]
+
+
+def test_a_shared_order_number_is_enough_however_long_the_order() -> None:
+    order = scored("Invoice 565995: 24 jumbo bags, 12 doilies, 6 tins, " + "and more items " * 20, 0.2)
+    other = scored("Invoice 565996: 3 mugs", 0.2)
+    assert superseded_by("Correction: order 565995 was not mine", [other, order]) == [order]
+
+
+def test_a_capable_judge_can_veto_a_candidate() -> None:
+    lives = scored("I live in Paris", 0.7)
+    assert superseded_by("I no longer live in Paris", [lives], judge=lambda old, new: False) == []
+    assert superseded_by("I no longer live in Paris", [lives], judge=lambda old, new: None) == [lives]

@@ -83,11 +83,17 @@ def superseded_by(
     policy: CorrectionPolicy = CorrectionPolicy(),
     judge: Judge | None = None,
 ) -> list[ScoredMemory]:
-    """The memories a statement contradicts or replaces, most similar first."""
+    """The memories a statement contradicts or replaces, most similar first.
+
+    A reference number (4 or more digits: an order, an invoice, a ticket) the statement shares with a memory is
+    as good as closeness in meaning: "order 565995 was not mine" is about that order, however long its text.
+    """
     words = set(tokenize(statement))
+    references = {w for w in words if w.isdigit() and len(w) >= 4}
     chosen = []
     for candidate in sorted(candidates, key=lambda c: c.dense, reverse=True):
-        if candidate.dense < policy.min_similarity or not words & set(tokenize(candidate.event.text)):
+        shared = words & set(tokenize(candidate.event.text))
+        if not shared or (candidate.dense < policy.min_similarity and not references & shared):
             continue
         if judge is not None and judge(candidate.event.text, statement) is False:
             continue
