@@ -41,7 +41,7 @@ test-fast: install
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: install
-	$(BIN)/ruff check twinchat tests
+	$(BIN)/ruff check twinchat ui tests
 	$(BIN)/mypy
 
 clean:

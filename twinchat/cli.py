@@ -204,6 +204,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.set_defaults(run=_serve)
 
+    p = sub.add_parser("ui", help="serve only the research studio (/studio) and customer portal (/portal)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=7860)
+    p.set_defaults(run=_ui)
+
     p = sub.add_parser("demo", help="build demo twins from the Online Retail sample, then serve them")
     p.add_argument(
         "--customers", type=int, default=60, help="how many of the most active customers to import"
@@ -704,6 +709,19 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ui(args: argparse.Namespace) -> int:
+    from ui.server import serve
+
+    service = _service()
+    print(
+        f"studio: http://{args.host}:{args.port}/studio (a researcher or admin key), "
+        f"portal: http://{args.host}:{args.port}/portal (a customer key); `twinchat keys create` makes keys",
+        file=sys.stderr,
+    )
+    serve(service.settings, host=args.host, port=args.port, service=service)
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from twinchat.importers.online_retail import OnlineRetailImport
 
@@ -733,6 +751,12 @@ def _demo(args: argparse.Namespace) -> int:
         '-d \'{"question": "What do you usually buy?"}\'\n'
         "(a researcher key made for this demo; `twinchat keys create --role ROLE` makes others)\n"
     )
+    if twins:
+        _, customer = service.create_key("customer", twin_id=example, label="demo", use=_use(args, "admin"))
+        print(
+            f"  research studio: http://{args.host}:{args.port}/studio (sign in with the researcher key)\n"
+            f"  customer portal: http://{args.host}:{args.port}/portal (customer {example}'s key: {customer})\n"
+        )
     from twinchat.api.app import serve
 
     serve(settings, host=args.host, port=args.port, service=service)

@@ -20,8 +20,11 @@ from twinchat.services import KeyNotFound, MemoryNotFound, SessionNotFound, Twin
 log = logging.getLogger("twinchat.api")
 
 
-def create_app(settings: Settings, *, service: TwinService | None = None) -> FastAPI:
-    """Build the app; pass a service to share one (and its loaded models) with the caller."""
+def create_app(settings: Settings, *, service: TwinService | None = None, ui: bool = False) -> FastAPI:
+    """Build the app; pass a service to share one (and its loaded models) with the caller.
+
+    ``ui``: also serve the research studio at /studio and the customer portal at /portal (Gradio).
+    """
     app = FastAPI(
         title="twinchat",
         version=__version__,
@@ -97,10 +100,15 @@ def create_app(settings: Settings, *, service: TwinService | None = None) -> Fas
             },
         )
 
+    if ui:
+        from ui.server import mount
+
+        mount(app, app.state.service)
     return app
 
 
 def serve(settings: Settings, *, host: str, port: int, service: TwinService | None = None) -> None:
+    """The HTTP API, with the studio and the portal (``ui``) in the same process."""
     import uvicorn
 
-    uvicorn.run(create_app(settings, service=service), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(settings, service=service, ui=True), host=host, port=port, log_level="info")

@@ -1,0 +1,6 @@
+"""twinchat's browser pages: the research studio (/studio) and the customer portal (/portal).
+
+Gradio apps over TwinService and nothing else: consent, audit and roles apply to every click as they do to
+every HTTP request. ``ui.server.mount(app, service)`` adds both to a FastAPI app (``twinchat serve``);
+``twinchat ui`` serves them alone.
+"""
