@@ -103,8 +103,11 @@ class TwinRegistry(ABC):
     """Metadata about twins and panels (SQL by default)."""
 
     @abstractmethod
-    def touch_twins(self, counts: dict[str, int], *, panel: str | None = None) -> None:
-        """Create twins not seen before, add counts of new events, and put them in a panel if given."""
+    def touch_twins(
+        self, counts: dict[str, int], *, panel: str | None = None, synthetic: bool = False
+    ) -> None:
+        """Create twins not seen before (labelled ``synthetic`` if so), set their event counts, and put them
+        in a panel if given. A twin's label is set when it is created and never changed afterwards."""
 
     @abstractmethod
     def get(self, twin_id: str) -> Twin | None: ...

@@ -209,10 +209,13 @@ class TwinService:
         total: int | None = None,
         label: str = "events",
         audit_as: str | None = "ingest",
+        synthetic: bool = False,
     ) -> IngestReport:
         """Validate and store records in batches; every valid record is stored even when others are bad.
 
         The audit records each twin's new events under ``audit_as`` (None: the caller audits them).
+        ``synthetic``: the records are generated (twinchat.synth), and the twins they create are labelled so;
+        records for a twin of the other kind are rejected, so real and synthetic histories never mix.
         """
         report = report or IngestReport()
         batch: list[tuple[RawRecord, Event]] = []
@@ -228,10 +231,10 @@ class TwinService:
                 continue
             batch.append((item, event))
             if len(batch) >= self.settings.batch_size:
-                self._store_batch(batch, panel, report, audit_as)
+                self._store_batch(batch, panel, report, audit_as, synthetic)
                 batch = []
         if batch:
-            self._store_batch(batch, panel, report, audit_as)
+            self._store_batch(batch, panel, report, audit_as, synthetic)
         return report
 
     def _store_batch(
@@ -240,11 +243,26 @@ class TwinService:
         panel: str | None,
         report: IngestReport,
         audit_as: str | None,
+        synthetic: bool = False,
     ) -> None:
         by_twin: dict[str, list[tuple[RawRecord, Event]]] = {}
         for raw, event in batch:
             by_twin.setdefault(event.customer_id, []).append((raw, event))
-        known = {t: self.registry.get(t) is not None for t in by_twin}
+        twins = {t: self.registry.get(t) for t in by_twin}
+        for twin_id, twin in twins.items():
+            if twin is not None and twin.synthetic != synthetic:
+                kind = "synthetic" if twin.synthetic else "a real customer's"
+                for raw, _ in by_twin.pop(twin_id):
+                    report.rejected.append(
+                        RowProblem(
+                            raw.file,
+                            raw.line,
+                            "customer_id",
+                            f"{twin_id!r} is {kind} twin; real and synthetic histories are never mixed",
+                            raw.item,
+                        )
+                    )
+        known = {t: twins[t] is not None for t in by_twin}
         fresh: dict[str, list[Event]] = {}
         for twin_id, items in by_twin.items():
             stored = self.store.stored_texts(twin_id, [e.event_id for _, e in items])
@@ -274,7 +292,7 @@ class TwinService:
         report.stored += sum(len(events) for events in fresh.values())
         # Counts are read back from the store, so a run interrupted between the two writes heals on re-run.
         counts = {t: self.store.count(t) for t in by_twin}
-        self.registry.touch_twins(counts, panel=panel)
+        self.registry.touch_twins(counts, panel=panel, synthetic=synthetic)
         self._update_profiles(fresh, counts)
         report.twins_touched.update(by_twin)
         created = [t for t, was_known in known.items() if not was_known]

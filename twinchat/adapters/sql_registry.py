@@ -136,7 +136,9 @@ class SqlTwinRegistry(TwinRegistry):
     # Writes that may meet another instance's write to the same key are upserts (INSERT ... ON CONFLICT), not a
     # read then an insert, which fails with a duplicate key when two instances write the same twin at once.
 
-    def touch_twins(self, counts: dict[str, int], *, panel: str | None = None) -> None:
+    def touch_twins(
+        self, counts: dict[str, int], *, panel: str | None = None, synthetic: bool = False
+    ) -> None:
         if not counts:
             return
         now = datetime.now(UTC)
@@ -146,11 +148,21 @@ class SqlTwinRegistry(TwinRegistry):
             set_={"n_events": upsert.excluded.n_events, "updated_at": upsert.excluded.updated_at},
         )
         # Rows in key order, so that two instances touching overlapping twins lock them in the same order.
+        # `synthetic` is set when a twin is created and never changed: an update cannot relabel a real twin.
         ids = sorted(counts)
         with self.engine.begin() as conn:
             conn.execute(
                 upsert,
-                [{"twin_id": t, "created_at": now, "updated_at": now, "n_events": counts[t]} for t in ids],
+                [
+                    {
+                        "twin_id": t,
+                        "created_at": now,
+                        "updated_at": now,
+                        "n_events": counts[t],
+                        "synthetic": synthetic,
+                    }
+                    for t in ids
+                ],
             )
             if panel:
                 conn.execute(

@@ -1,0 +1,55 @@
+"""`twinchat synth` end to end in child processes: real embedder, Chroma, SmolLM2, the Online Retail sample."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_cli_e2e import assert_stayed_offline, twinchat
+
+pytestmark = pytest.mark.slow
+
+
+def test_synth_makes_synthetic_twins_usable_without_consent(shared_data: Path, tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "TWINCHAT_HOME": str(tmp_path / "home"),
+        "TWINCHAT_DATA_DIR": str(shared_data),
+        "TWINCHAT_DEFAULT_CONSENT": "[]",  # nobody consents to anything: only synthetic twins may be used
+        "TWINCHAT_NETGUARD_LOG": str(tmp_path / "netguard.log"),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "support" / "site"),
+    }
+    report = tmp_path / "synth.json"
+    made = twinchat(env, "synth", "--n", "5", "--seed", "1", "--panel", "syn", "--report", str(report))
+    assert made.returncode == 0, made.stderr
+    assert (
+        "generated 5 synthetic customers" in made.stdout and "privacy: nearest real customer" in made.stdout
+    )
+    privacy = json.loads(report.read_text())["privacy"]
+    assert privacy["synthetic_customers"] == 5 and privacy["reproduced"] == 0
+    assert privacy["min_distance"] > 0
+
+    real = tmp_path / "real.jsonl"
+    real.write_text(
+        json.dumps({"customer_id": "C-1", "text": "Bought a red teapot", "source": "purchase"}) + "\n"
+    )
+    assert twinchat(env, "ingest", str(real)).returncode == 0
+
+    twins = {t["twin_id"]: t for t in json.loads(twinchat(env, "twins", "--json").stdout)}
+    synthetic = sorted(t for t in twins if t.startswith("syn-1-"))
+    assert synthetic == [f"syn-1-{i:04d}" for i in range(5)]
+    assert all(twins[t]["synthetic"] and twins[t]["panels"] == ["syn"] for t in synthetic)
+    assert twins["C-1"]["synthetic"] is False
+    assert "[synthetic]" in twinchat(env, "twins", "--panel", "syn").stdout
+
+    question = "Which day do you prefer your deliveries?"
+    asked = twinchat(env, "ask", synthetic[0], question, "--purpose", "marketing", "--json")
+    assert asked.returncode == 0, asked.stderr
+    answer = json.loads(asked.stdout)
+    assert answer["simulated"] is True and answer["citations"]
+    refused = twinchat(env, "ask", "C-1", "What did you buy?", "--purpose", "marketing")
+    assert refused.returncode == 3 and "refused" in refused.stderr
+    assert_stayed_offline(env)
