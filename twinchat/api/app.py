@@ -8,6 +8,7 @@ import secrets
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from twinchat import __version__
 from twinchat.api.deps import Unauthorized
@@ -86,6 +87,16 @@ def create_app(settings: Settings, *, service: TwinService | None = None, ui: bo
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         fields = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         return JSONResponse(status_code=422, content={"error": "invalid", "message": fields})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # The framework's own refusals (unknown path, wrong method, a body that is not JSON) in the error shape.
+        names = {400: "invalid", 404: "not_found", 405: "method_not_allowed"}
+        return JSONResponse(
+            status_code=exc.status_code,
+            content={"error": names.get(exc.status_code, "http_error"), "message": str(exc.detail)},
+            headers=getattr(exc, "headers", None),
+        )
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:

@@ -258,7 +258,8 @@ async def start_survey(
             raise ValueError(f"questions.{i}.id: {q.id!r} is already the id of question {seen[q.id]}")
         seen[q.id] = i
     if (body.panel is None) == (body.twin_ids is None):
-        raise ValueError("panel, twin_ids: name a panel or list twin_ids, not both")
+        given = "both were given" if body.panel is not None else "neither was given"
+        raise ValueError(f"panel, twin_ids: name a panel or list twin_ids ({given})")
     if body.panel is not None:
         twin_ids = [t.twin_id for t in await run_in_threadpool(service.twins, panel=body.panel)]
         if not twin_ids:
