@@ -217,6 +217,8 @@ class SurveyJobs:
         self._save(job)
         refused: list[str] = []
         partial = self._partial_path(job.job_id)
+        # The outcome is published only with the result files (in _finish): a reader never sees "done" first.
+        outcome = "done"
         try:
             with partial.open("w", encoding="utf-8") as out:
                 for record in self.service.survey(questions, twin_ids, use=use, refused=refused):
@@ -225,17 +227,15 @@ class SurveyJobs:
                     out.write(json.dumps(record, ensure_ascii=False) + "\n")
                     job.done += 1
                     if job.cancel.is_set():
-                        job.status = "cancelled"
+                        outcome = "cancelled"
                         job.errors.append("cancelled before it finished")
                         break
-            if job.status == "running":
-                job.status = "done"
         except Exception as exc:  # noqa: BLE001 - a failed job reports why; the server and other jobs go on
             log.exception("survey job %s failed", job.job_id)
-            job.status = "failed"
+            outcome = "failed"
             job.errors.append(f"{type(exc).__name__}: {exc}")
         self._count_refused(job, refused, twin_ids)
-        self._finish(job)
+        self._finish(job, outcome)
 
     def _count_refused(self, job: SurveyJob, refused: list[str], twin_ids: list[str]) -> None:
         if len(job.refused) == len(refused):
@@ -243,10 +243,11 @@ class SurveyJobs:
         job.refused = _refusals(refused, twin_ids)
         job.total = (job.twins - len(job.refused)) * job.questions
 
-    def _finish(self, job: SurveyJob) -> None:
+    def _finish(self, job: SurveyJob, outcome: str) -> None:
         partial = self._partial_path(job.job_id)
         with _FILES:
             if job.deleted:
+                job.status = outcome
                 self._remove_files(job.job_id)
                 self._forget(job)
                 return
@@ -260,7 +261,8 @@ class SurveyJobs:
             _write_atomic(self._result_path(job.job_id), "".join(line + "\n" for line in lines))
             partial.unlink(missing_ok=True)
             job.finished_at = now()
-            self._save(job)
+            self._save(job, status=outcome)
+            job.status = outcome  # readers of this process's memory see the outcome only once it is on disk
         self._forget(job)
 
     def _forget(self, job: SurveyJob) -> None:
@@ -281,12 +283,11 @@ class SurveyJobs:
     def _partial_path(self, job_id: str) -> Path:
         return self.folder / f"{job_id}.jsonl.part"
 
-    def _save(self, job: SurveyJob) -> None:
+    def _save(self, job: SurveyJob, *, status: str | None = None) -> None:
         with _FILES:
             if not job.deleted:
-                _write_atomic(
-                    self._status_path(job.job_id), json.dumps({**job.to_dict(), "owner": job.owner})
-                )
+                data = {**job.to_dict(), "owner": job.owner, **({"status": status} if status else {})}
+                _write_atomic(self._status_path(job.job_id), json.dumps(data))
 
     def _load(self, job_id: str) -> SurveyJob | None:
         try:
