@@ -500,28 +500,10 @@ def _write_records(out: Path, records: list[dict]) -> None:
     if out.suffix.lower() != ".csv":
         out.write_text(json.dumps(records, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         return
-    import csv
+    from twinchat.jobs import records_csv  # the same columns as the API's CSV download
 
-    columns = [
-        "twin_id",
-        "question_id",
-        "answer",
-        "distribution",
-        "citations",
-        "reason",
-        "evidence",
-        "simulated",
-    ]
     with out.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        for record in records:
-            row = dict(record)
-            for key in ("distribution", "citations"):
-                row[key] = json.dumps(
-                    record.get(key, {} if key == "distribution" else []), ensure_ascii=False
-                )
-            writer.writerow(row)
+        handle.writelines(records_csv(json.dumps(r, ensure_ascii=False) for r in records))
 
 
 def _eval_fidelity(args: argparse.Namespace) -> int:

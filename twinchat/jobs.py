@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FINISHED = ("done", "failed", "cancelled")
-# The columns of a CSV result, as `twinchat survey --out FILE.csv` writes them.
+# The columns of a CSV result: the API's download and `twinchat survey --out FILE.csv`.
 CSV_COLUMNS = (
     "twin_id",
     "question_id",

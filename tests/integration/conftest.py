@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -136,3 +140,32 @@ def compose_command(service: str, *, port: int, path: Path | None = None) -> lis
         swapped[0] = str(bin_dir / swapped[0])
     env_path = f"{bin_dir}:{os.environ.get('PATH', '')}"
     return ["env", f"PATH={env_path}", *swapped]
+
+
+@contextlib.contextmanager
+def served(service: TwinService, **app_options: Any) -> Iterator[str]:
+    """The service's API served by uvicorn in a thread on a free loopback port; yields its base URL."""
+    import uvicorn
+
+    from twinchat.api.app import create_app
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(service.settings, service=service, **app_options),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "the server did not start within 60 s"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

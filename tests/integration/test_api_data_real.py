@@ -6,16 +6,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import threading
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-import uvicorn
 
-from tests.integration.conftest import HISTORY, free_port
-from twinchat.api.app import create_app
+from tests.integration.conftest import HISTORY, served
 from twinchat.jobs import jobs_folder
 from twinchat.services import TwinService
 
@@ -31,23 +28,8 @@ ANSWERS = [("C-100", "Weekday"), ("C-200", "Saturday"), ("C-300", "Saturday")]
 
 @pytest.fixture
 def base_url(real_service: TwinService) -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(real_service.settings, service=real_service),
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=30)
+    with served(real_service) as url:
+        yield url
 
 
 def client(service: TwinService, base_url: str, role: str) -> httpx.Client:

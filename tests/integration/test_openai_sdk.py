@@ -5,21 +5,17 @@ The server is the app on uvicorn in a thread, with the real embedder, Chroma and
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
-import uvicorn
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_openai import ChatOpenAI
 from openai import OpenAI
 
-from tests.integration.conftest import free_port
-from twinchat.api.app import create_app
+from tests.integration.conftest import served
 from twinchat.domain.models import Answer
 from twinchat.services import TwinService
 
@@ -31,23 +27,8 @@ QUESTION = "What did you think of the cake stand?"
 @pytest.fixture
 def base_url(real_service: TwinService, history_file: Path) -> Iterator[str]:
     real_service.ingest_files([history_file], progress=False)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(real_service.settings, service=real_service),
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/v1"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with served(real_service) as url:
+        yield f"{url}/v1"
 
 
 @pytest.fixture

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
-from tests.integration.conftest import free_port
-from twinchat.api.app import create_app
+from tests.integration.conftest import served
 from twinchat.cli import main
 from twinchat.services import TwinService
 
@@ -23,27 +19,12 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def api(real_service: TwinService, history_file: Path) -> Iterator[httpx.Client]:
     real_service.ingest_files([history_file], progress=False)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(real_service.settings, service=real_service),
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
     _, key = real_service.create_key("researcher")
-    with httpx.Client(
-        base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}
-    ) as client:
+    with (
+        served(real_service) as url,
+        httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}) as client,
+    ):
         yield client
-    server.should_exit = True
-    thread.join(timeout=10)
 
 
 def test_a_conversation_over_http_streams_and_is_remembered(api: httpx.Client) -> None:

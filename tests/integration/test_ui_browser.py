@@ -12,18 +12,15 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from gradio.utils import get_upload_folder
 
-from tests.integration.conftest import HISTORY, ROOT, free_port
-from twinchat.api.app import create_app
+from tests.integration.conftest import HISTORY, ROOT, served
 from twinchat.services import TwinService
 from ui.downloads import export_name
 
@@ -78,18 +75,8 @@ def site(real_service: TwinService, tmp_path: Path) -> Iterator[tuple[str, TwinS
     path = tmp_path / "history.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in history()))
     real_service.ingest_files([path], panel="pilot", progress=False)
-    port = free_port()
-    app = create_app(real_service.settings, service=real_service, ui=True)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "the server did not start"
-    yield f"http://127.0.0.1:{port}", real_service
-    server.should_exit = True
-    thread.join(timeout=15)
+    with served(real_service, ui=True) as url:
+        yield url, real_service
 
 
 class Page:
