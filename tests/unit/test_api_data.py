@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.support.api import client_for, history_records, survey_records
 from twinchat.api.app import create_app
 from twinchat.domain.models import Message
-from twinchat.domain.readers import RawRecord
 from twinchat.jobs import jobs_folder
 from twinchat.services import TwinService
 from twinchat.testing import FakeChatModel, fake_service
@@ -63,34 +63,10 @@ def chat() -> GatedChat:
 @pytest.fixture
 def service(tmp_path: Path, chat: GatedChat) -> TwinService:
     service = fake_service(tmp_path, chat_model=chat, min_relevance=0.1, api_max_items=5)
-    records = [
-        RawRecord("history", i, {"customer_id": c, "text": t, "source": s, "timestamp": f"2020-01-0{i + 1}"})
-        for i, (c, t, s) in enumerate(HISTORY)
-    ]
-    records += [
-        RawRecord(
-            "survey",
-            i,
-            {
-                "customer_id": c,
-                "text": f"Q: {QUESTION['text']} A: {a}",
-                "source": "survey",
-                "question_id": QUESTION["id"],
-                "question": QUESTION["text"],
-                "answer": a,
-            },
-        )
-        for i, (c, a) in enumerate(MARITAL)
-    ]
+    records = history_records(HISTORY)
+    records += survey_records(QUESTION["id"], QUESTION["text"], MARITAL)
     service.ingest_records(records, panel="gss")
     return service
-
-
-def client_for(service: TwinService, role: str, twin_id: str | None = None) -> TestClient:
-    _, key = service.create_key(role, twin_id=twin_id)
-    return TestClient(
-        create_app(service.settings, service=service), headers={"Authorization": f"Bearer {key}"}
-    )
 
 
 @pytest.fixture

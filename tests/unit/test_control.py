@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.support.api import client_for, history_records, survey_records
 from twinchat.api.app import create_app
 from twinchat.domain.control import LOCAL_CUSTOMER, ConsentDenied, Use
-from twinchat.domain.readers import RawRecord
 from twinchat.domain.survey import Question
 from twinchat.services import MemoryNotFound, TwinNotFound, TwinService
 from twinchat.testing import FakeChatModel, fake_service
@@ -43,25 +43,8 @@ def chat() -> FakeChatModel:
 @pytest.fixture
 def service(tmp_path: Path, chat: FakeChatModel) -> TwinService:
     service = fake_service(tmp_path, chat_model=chat, min_relevance=0.1)
-    records = [
-        RawRecord("history", i, {"customer_id": c, "text": t, "source": s, "timestamp": f"2020-01-0{i + 1}"})
-        for i, (c, t, s) in enumerate(HISTORY)
-    ]
-    records += [
-        RawRecord(
-            "survey",
-            i,
-            {
-                "customer_id": c,
-                "text": f"Q: What is your marital status? A: {a}",
-                "source": "survey",
-                "question_id": "gss:marital",
-                "question": "What is your marital status?",
-                "answer": a,
-            },
-        )
-        for i, (c, a) in enumerate(SURVEY)
-    ]
+    records = history_records(HISTORY)
+    records += survey_records("gss:marital", "What is your marital status?", SURVEY)
     assert service.ingest_records(records).stored == len(records)
     return service
 
@@ -269,13 +252,6 @@ def test_erasure_removes_the_twin_and_leaves_only_a_tombstone(service: TwinServi
 
 
 # --- over HTTP ---------------------------------------------------------------------------------------------
-
-
-def client_for(service: TwinService, role: str, twin_id: str | None = None) -> TestClient:
-    _, key = service.create_key(role, twin_id=twin_id)
-    return TestClient(
-        create_app(service.settings, service=service), headers={"Authorization": f"Bearer {key}"}
-    )
 
 
 @pytest.fixture

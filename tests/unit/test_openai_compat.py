@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from twinchat.api.app import create_app
+from tests.support.api import client_for, history_records
 from twinchat.api.routes_openai import CleanText
 from twinchat.domain.models import Message
 from twinchat.domain.readers import RawRecord
@@ -37,19 +37,9 @@ def chat() -> FakeChatModel:
 @pytest.fixture
 def service(tmp_path: Path, chat: FakeChatModel) -> TwinService:
     service = fake_service(tmp_path, chat_model=chat, min_relevance=0.2)
-    records = [
-        RawRecord("history", i, {"customer_id": c, "text": t, "source": s, "timestamp": f"2020-01-0{i + 1}"})
-        for i, (c, t, s) in enumerate(HISTORY)
-    ]
+    records = history_records(HISTORY)
     assert service.ingest_records(records).stored == len(records)
     return service
-
-
-def client_for(service: TwinService, role: str, twin_id: str | None = None) -> TestClient:
-    _, key = service.create_key(role, twin_id=twin_id)
-    return TestClient(
-        create_app(service.settings, service=service), headers={"Authorization": f"Bearer {key}"}
-    )
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.support.api import history_records
 from twinchat.api.app import create_app
-from twinchat.domain.readers import RawRecord
 from twinchat.jobs import CSV_COLUMNS
 from twinchat.services import TwinNotFound, TwinService
 from twinchat.testing import FakeChatModel, fake_service
@@ -50,10 +50,7 @@ def _own_gradio_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def service(tmp_path: Path) -> TwinService:
     service = fake_service(tmp_path, chat_model=FakeChatModel(default="I bought a red teapot [E1]."))
-    records = [
-        RawRecord("history", i, {"customer_id": c, "text": t, "source": s, "timestamp": f"2020-01-0{i + 1}"})
-        for i, (c, t, s) in enumerate(HISTORY)
-    ]
+    records = history_records(HISTORY)
     service.ingest_records(records, panel="pilot")
     return service
 
