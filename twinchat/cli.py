@@ -74,6 +74,27 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(run=_ingest)
 
+    p = sub.add_parser(
+        "import",
+        help="import a source declared by a mapping file (shipped: online_retail, gss, twin2k_profile, ...)",
+        description="Import files with a mapping: which column is the customer, which identify them, how rows "
+        "become events. A shipped mapping by name, or your own YAML (see README, 'Importing data'). Prints and "
+        "keeps a data-quality report under TWINCHAT_HOME/imports.",
+    )
+    p.add_argument("mapping", metavar="MAPPING", help="a shipped mapping's name or a mapping file; 'list' lists them")
+    p.add_argument("paths", nargs="*", type=Path, metavar="PATH")
+    p.add_argument("--panel", help="put every twin touched into this panel")
+    p.add_argument(
+        "--identity-map",
+        type=Path,
+        metavar="CSV",
+        help="a CSV whose columns are identifier kinds (customer_id, email, phone): each row is one person",
+    )
+    p.add_argument("--customers", type=int, help="only the N customers with the most events")
+    p.add_argument("--report", type=Path, help="also write the data-quality report (JSON) to this file")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(run=_import)
+
     p = sub.add_parser("twins", help="list twins")
     p.add_argument("--panel", help="only twins of this panel")
     p.add_argument("--json", action="store_true")
@@ -278,6 +299,33 @@ def _ingest(args: argparse.Namespace) -> int:
     if args.report:
         args.report.write_text(json.dumps({**report.to_dict(), "skipped": skipped}, indent=2))
     return report.exit_code
+
+
+def _import(args: argparse.Namespace) -> int:
+    from twinchat.importers.mapping import MappedImport, load_mapping, shipped_mappings
+    from twinchat.importers.quality import summary_lines
+
+    if args.mapping == "list":
+        for name, path in shipped_mappings().items():
+            print(f"{name:22} {load_mapping(path).description}")
+        return 0
+    if not args.paths:
+        print("twinchat: error: import needs at least one PATH to read", file=sys.stderr)
+        return 2
+    mapping = load_mapping(args.mapping)
+    importer = MappedImport(mapping, args.paths, identity_map=args.identity_map, customers=args.customers)
+    report = _service().import_mapped(importer, panel=args.panel, progress=not args.json)
+    if args.report:
+        args.report.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+    if args.json:
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        for line in summary_lines(report):
+            print(line)
+        for message in report["unreadable"]:
+            print(f"unreadable {message}", file=sys.stderr)
+        print(f"report: {report['saved_to']}")
+    return int(report["exit_code"])
 
 
 def _merge(into: IngestReport, part: IngestReport) -> None:
@@ -535,7 +583,9 @@ def _show(args: argparse.Namespace) -> int:
     from twinchat.domain.profile import show_document
 
     service = _service()
-    document = show_document(service.twin(args.twin_id), service.profile(args.twin_id))
+    document = show_document(
+        service.twin(args.twin_id), service.profile(args.twin_id), service.identifiers(args.twin_id)
+    )
     if args.json:
         print(json.dumps(document, indent=2, ensure_ascii=False))
     else:
@@ -546,7 +596,10 @@ def _show(args: argparse.Namespace) -> int:
 def _print_profile(document: dict) -> None:
     twin, facts = document["twin"], document["profile"]
     panels = f", panels: {', '.join(twin['panels'])}" if twin["panels"] else ""
-    print(f"twin {twin['twin_id']} ({twin['n_events']} events{panels})\n")
+    print(f"twin {twin['twin_id']} ({twin['n_events']} events{panels})")
+    if twin.get("identifiers"):
+        print("identifiers " + ", ".join(f"{i['kind']} {i['value']}" for i in twin["identifiers"]))
+    print()
     print(f"{document['summary']}\n")
     events = facts["events"]
     sources = ", ".join(f"{source} {n}" for source, n in events["by_source"].items())

@@ -164,6 +164,18 @@ class TwinRegistry(ABC):
     def delete_survey_answers(self, twin_id: str, event_ids: Sequence[str]) -> None: ...
 
     @abstractmethod
+    def add_identifiers(self, identifiers: dict[str, Sequence[tuple[str, str]]], *, origin: str = "") -> None:
+        """Record that these (kind, value) identifiers belong to these twins; an identifier keeps its first twin."""
+
+    @abstractmethod
+    def identifiers_of(self, twin_id: str) -> list[tuple[str, str]]:
+        """The twin's identifiers as (kind, value), sorted."""
+
+    @abstractmethod
+    def twins_by_identifier(self, identifiers: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """The twin of each of these identifiers that belongs to one."""
+
+    @abstractmethod
     def erase_twin(self, twin_id: str, *, tombstone: str) -> None:
         """Delete every row about the twin; its audit rows keep only a tombstone, the action and the time."""
 

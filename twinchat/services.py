@@ -52,6 +52,7 @@ from twinchat.domain.survey import (
     Weights,
     survey_answer_of,
 )
+from twinchat.importers.mapping import MappedImport
 from twinchat.ports import ChatModel, Embedder, KeyStore, MemoryStore, TokenCounter, TwinRegistry
 
 
@@ -316,6 +317,44 @@ class TwinService:
                 ]
             )
 
+    def import_mapped(
+        self, importer: MappedImport, *, panel: str | None = None, progress: bool = False
+    ) -> dict[str, Any]:
+        """Run a mapping import: resolve identities against the twins already stored, store the events,
+        record each twin's identifiers, and return (and keep under TWINCHAT_HOME/imports) the quality report."""
+        import json
+        import time
+
+        from twinchat.importers.quality import quality_report
+
+        started, clock = now(), time.perf_counter()
+        importer.known = self.registry.twins_by_identifier
+        importer.existing = self._existing_twins
+        ingest = IngestReport()
+        try:
+            self.ingest_records(importer.records(), panel=panel, report=ingest, progress=progress, label=importer.mapping.name)
+        except UnreadableInput as exc:
+            ingest.unreadable.append(str(exc))
+        self.registry.add_identifiers(
+            importer.identifiers_by_twin(ingest.twins_touched), origin=f"import:{importer.mapping.name}"
+        )
+        report = quality_report(importer, ingest, panel=panel, started=started, seconds=time.perf_counter() - clock)
+        folder = self.settings.home / "imports"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{started.strftime('%Y%m%dT%H%M%S.%fZ')}-{importer.mapping.name}.json"
+        path.write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
+        report["saved_to"] = str(path)
+        return report
+
+    def _existing_twins(self, twin_ids: list[str]) -> set[str]:
+        wanted = set(twin_ids)
+        return {t.twin_id for t in self.registry.list_twins()} & wanted if wanted else set()
+
+    def identifiers(self, twin_id: str) -> list[dict[str, str]]:
+        """The identifiers the twin's records arrived under (customer id, email, phone)."""
+        self.twin(twin_id)
+        return [{"kind": k, "value": v} for k, v in self.registry.identifiers_of(twin_id)]
+
     # --- twins ---------------------------------------------------------------------------------------
 
     def twins(self, *, panel: str | None = None) -> list[Twin]:
@@ -539,6 +578,7 @@ class TwinService:
                 {"question_id": a.key, "question": a.question, "answer": a.answer, "event_id": a.event_id}
                 for a in self.registry.survey_answers(twin_ids=[twin_id])
             ],
+            "identifiers": [{"kind": k, "value": v} for k, v in self.registry.identifiers_of(twin_id)],
             "profile": self.profile(twin_id).to_dict(),
             "sessions": [sess.to_dict() for sess in sessions],
             "audit": [e.to_dict() for e in self.registry.audit_entries(twin_id=twin_id)],

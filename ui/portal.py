@@ -69,7 +69,11 @@ class Portal:
     def overview(self, secret: str, search: str) -> tuple[str, pd.DataFrame, bool, bool, bool, str]:
         """(profile card, memories, consent per purpose, when each consent was last changed)."""
         twin_id, use = self._me(secret)
-        card = profile_card(show_document(self.service.twin(twin_id), self.service.profile(twin_id)))
+        card = profile_card(
+            show_document(
+                self.service.twin(twin_id), self.service.profile(twin_id), self.service.identifiers(twin_id)
+            )
+        )
         consents = self.service.consents(twin_id)
         granted = [(c := consents[p]) is not None and c.granted for p in PURPOSES]
         research, product, marketing = granted

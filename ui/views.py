@@ -25,9 +25,11 @@ def profile_card(document: dict[str, Any]) -> str:
     # The "synthetic" label of issue 7's generated twins: always shown, never only in the data.
     badge = ' <span class="synthetic-badge">SYNTHETIC</span>' if twin.get("synthetic") else ""
     panels = f" · panels: {', '.join(twin['panels'])}" if twin.get("panels") else ""
+    known_as = ", ".join(f"{i['kind']} {i['value']}" for i in twin.get("identifiers", []))
     lines = [
         f"### Twin {twin['twin_id']}{badge}",
         f"{twin['n_events']} events{panels}",
+        *([f"Known as: {_cell(known_as)}"] if known_as else []),
         "",
         f"> {document['summary'] or 'No summary yet.'}",
         "",

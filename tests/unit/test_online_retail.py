@@ -188,7 +188,7 @@ def test_customers_keeps_those_with_most_invoices(tmp_path: Path) -> None:
         ("540798,20970,BAG,1.5,2011-01-11 12:11:00,3.75,17365.0,UK", "Quantity", "not a whole number"),
         ("540798,20970,BAG,6,2011-01-11 12:11:00,cheap,17365.0,UK", "UnitPrice", "'cheap' is not a number"),
         ("540798,20970,BAG,6,11/01/2011 12:11,3.75,17365.0,UK", "InvoiceDate", "is not a date like"),
-        ("540798,20970,BAG,6,,3.75,17365.0,UK", "InvoiceDate", "is not a date like"),
+        ("540798,20970,BAG,6,,3.75,17365.0,UK", "InvoiceDate", "is empty"),
         ("540798,20970,,6,2011-01-11 12:11:00,3.75,17365.0,UK", "Description", "is empty"),
         ("540798,20970,   ,6,2011-01-11 12:11:00,3.75,17365.0,UK", "Description", "is empty"),
     ],

@@ -127,6 +127,16 @@ class SqlTwinRegistry(TwinRegistry):
             sa.Column("evidence", sa.JSON, nullable=False),
             sa.Column("detail", sa.JSON, nullable=False),
         )
+        # Identifiers (email, phone, customer id) under which a customer's records arrive; one twin each.
+        self.identifiers = sa.Table(
+            "identifiers",
+            meta,
+            sa.Column("kind", sa.String(32), primary_key=True),
+            sa.Column("value", sa.String(512), primary_key=True),
+            sa.Column("twin_id", sa.String(512), nullable=False, index=True),
+            sa.Column("added_at", stamp, nullable=False),
+            sa.Column("origin", sa.String(256), nullable=False, default=""),
+        )
         with self.engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 # Instances starting at once would race to create the same tables: one creates, the rest wait.
@@ -416,7 +426,14 @@ class SqlTwinRegistry(TwinRegistry):
             if sessions:
                 conn.execute(self.turns.delete().where(self.turns.c.session_id.in_(sessions)))
                 conn.execute(self.sessions.delete().where(self.sessions.c.session_id.in_(sessions)))
-            for table in (self.answers, self.statuses, self.consents, self.profiles, self.members):
+            for table in (
+                self.answers,
+                self.statuses,
+                self.consents,
+                self.profiles,
+                self.members,
+                self.identifiers,
+            ):
                 conn.execute(table.delete().where(table.c.twin_id == twin_id))
             conn.execute(self.twins.delete().where(self.twins.c.twin_id == twin_id))
             conn.execute(
@@ -424,6 +441,39 @@ class SqlTwinRegistry(TwinRegistry):
                 .where(self.audit.c.twin_id == twin_id)
                 .values(twin_id=tombstone, evidence=[], detail={})
             )
+
+    # --- identifiers ------------------------------------------------------------------------------------
+
+    def add_identifiers(self, identifiers: dict[str, Sequence[tuple[str, str]]], *, origin: str = "") -> None:
+        rows = [
+            {"kind": k, "value": v, "twin_id": twin, "added_at": datetime.now(UTC), "origin": origin[:256]}
+            for twin, pairs in identifiers.items()
+            for k, v in pairs
+        ]
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(self._insert(self.identifiers).on_conflict_do_nothing(), rows)
+
+    def identifiers_of(self, twin_id: str) -> list[tuple[str, str]]:
+        t = self.identifiers
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                self.sa.select(t.c.kind, t.c.value).where(t.c.twin_id == twin_id).order_by(t.c.kind, t.c.value)
+            )
+            return [(r.kind, r.value) for r in rows]
+
+    def twins_by_identifier(self, identifiers: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        t, found = self.identifiers, {}
+        wanted = set(identifiers)
+        with self.engine.connect() as conn:
+            for kind in sorted({k for k, _ in wanted}):
+                values = sorted(v for k, v in wanted if k == kind)
+                for chunk in _chunks(values, 500):
+                    rows = conn.execute(
+                        self.sa.select(t.c.value, t.c.twin_id).where((t.c.kind == kind) & t.c.value.in_(chunk))
+                    )
+                    found.update({(kind, r.value): r.twin_id for r in rows})
+        return found
 
     def vacuum(self) -> None:
         """Rewrite a SQLite file so that no page keeps bytes of deleted rows (an erased twin's)."""

@@ -30,11 +30,18 @@ async def get_twin(twin_id: str, service: Service, key: Key) -> dict:
 
 @router.get("/{twin_id}/profile", responses={404: {"description": "no such twin"}})
 async def get_profile(twin_id: str, service: Service, key: Key) -> dict:
-    """What the twin knows: {"twin", "profile", "summary"}, as `twinchat show --json` prints it."""
+    """What the twin knows: {"twin", "profile", "summary"}, as `twinchat show --json` prints it.
+
+    ``twin.identifiers`` lists the customer's identifiers: in full for an admin or the customer's own key,
+    masked for researcher and product keys."""
+    from twinchat.domain.identity import masked
     from twinchat.domain.profile import show_document
 
     twin = await run_in_threadpool(service.twin, visible(key, twin_id))
-    return show_document(twin, await run_in_threadpool(service.profile, twin_id))
+    identifiers = await run_in_threadpool(service.identifiers, twin_id)
+    if key.role not in ("admin", "customer"):  # others learn which identifiers exist, not what they are
+        identifiers = [{"kind": i["kind"], "value": masked(i["kind"], i["value"])} for i in identifiers]
+    return show_document(twin, await run_in_threadpool(service.profile, twin_id), identifiers)
 
 
 @router.post(

@@ -211,9 +211,18 @@ def summary_author(template: PromptTemplate) -> str:
     return f"template:{template.name}@v{template.version}"
 
 
-def show_document(twin: Twin, profile: Profile) -> dict[str, Any]:
-    """What `twinchat show --json` prints and the API returns: stable top-level keys, more may be added."""
-    return {"twin": twin.to_dict(), "profile": profile.facts(), "summary": profile.summary}
+def show_document(
+    twin: Twin, profile: Profile, identifiers: list[dict[str, str]] | None = None
+) -> dict[str, Any]:
+    """What `twinchat show --json` prints and the API returns: stable top-level keys, more may be added.
+
+    ``identifiers``: under which the customer's records arrived (``{"kind", "value"}``), listed in ``twin``.
+    """
+    return {
+        "twin": {**twin.to_dict(), "identifiers": identifiers or []},
+        "profile": profile.facts(),
+        "summary": profile.summary,
+    }
 
 
 # --- folding one event -----------------------------------------------------------------------------------
