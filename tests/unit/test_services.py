@@ -166,3 +166,18 @@ def test_panels_can_be_changed_after_ingest(service: TwinService, tmp_path: Path
     with pytest.raises(TwinNotFound):
         service.set_panel("vip", add=["nobody"])
     assert service.panels() == {"pilot": 1, "vip": 1}
+
+
+def test_embedding_cache_keeps_what_a_call_needs_while_it_evicts() -> None:
+    # A text cached long ago sits at the old end of the LRU order; a batch that needs it again along with
+    # many new texts evicts to make room and must not drop it (a KeyError on a real GSS import, before).
+    from twinchat.adapters.embedders import CachedEmbeddings
+    from twinchat.testing import HashEmbedder
+
+    embedder = HashEmbedder()
+    cache = CachedEmbeddings(embedder, cache_size=4)
+    cache.embed_documents(["old answer", "b", "c", "d"])
+    batch = ["x1", "old answer", "x2", "x3", "x4", "x5", "old answer"]
+    vectors = cache.embed_documents(batch)
+    assert vectors == embedder.embed_batch(batch)
+    assert len(cache._cache) == 6  # the batch's own texts stay for the stores that read them next

@@ -64,21 +64,21 @@ class CachedEmbeddings(Embeddings):
         self._lock = threading.Lock()
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        # The answer is assembled from a local copy: evicting to make room for new texts must never drop a
+        # vector this very call still needs (one cached long ago, at the old end of the LRU order).
         with self._lock:
-            missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+            found = {t: self._cache[t] for t in texts if t in self._cache}
+        missing = list(dict.fromkeys(t for t in texts if t not in found))
         if missing:
-            vectors = self.embedder.embed_batch(missing)
-            with self._lock:
-                for text, vector in zip(missing, vectors, strict=True):
-                    self._cache[text] = vector
-                while len(self._cache) > max(self.cache_size, len(texts)):
-                    self._cache.popitem(last=False)
+            found.update(zip(missing, self.embedder.embed_batch(missing), strict=True))
         with self._lock:
-            result = []
-            for text in texts:
+            for text in found:
+                self._cache[text] = found[text]
                 self._cache.move_to_end(text)
-                result.append(self._cache[text])
-            return result
+            # A whole batch stays cached even above cache_size: each twin's store then finds its vectors.
+            while len(self._cache) > max(self.cache_size, len(found)):
+                self._cache.popitem(last=False)
+        return [found[t] for t in texts]
 
     def forget(self, texts: Sequence[str]) -> None:
         """Drop these texts and their vectors from the cache (an erased customer's history)."""

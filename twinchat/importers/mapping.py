@@ -50,7 +50,7 @@ SHIPPED = Path(__file__).resolve().parent / "mappings"
 MAPPING_VERSION = 1
 TYPES = ("text", "int", "float", "datetime")
 FILTERS = ("date", "money", "abs", "int", "lower", "upper")
-_PLACEHOLDER = re.compile(r"\{([^{}|]+)(?:\|([a-z]+))?\}")
+_PLACEHOLDER = re.compile(r"\{([^{}|]+)(?:\|([A-Za-z0-9_]+))?\}")
 _TAGS = re.compile(r"<[^>]+>")
 _CUSTOMER = "\x00customer\x00"
 
