@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 MAX_PROBLEMS_SHOWN = 50
 DEMO_PANEL = "online-retail"
+SYNTHETIC_DEMO_PANEL = "synthetic"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -81,7 +82,9 @@ def _parser() -> argparse.ArgumentParser:
         "become events. A shipped mapping by name, or your own YAML (see README, 'Importing data'). Prints and "
         "keeps a data-quality report under TWINCHAT_HOME/imports.",
     )
-    p.add_argument("mapping", metavar="MAPPING", help="a shipped mapping's name or a mapping file; 'list' lists them")
+    p.add_argument(
+        "mapping", metavar="MAPPING", help="a shipped mapping's name or a mapping file; 'list' lists them"
+    )
     p.add_argument("paths", nargs="*", type=Path, metavar="PATH")
     p.add_argument("--panel", help="put every twin touched into this panel")
     p.add_argument(
@@ -252,6 +255,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data", type=Path, help="the Online Retail CSV (default: TWINCHAT_DATA_DIR/online_retail/...)"
     )
+    p.add_argument(
+        "--synthetic",
+        type=int,
+        default=20,
+        metavar="N",
+        help=f"also N synthetic customers in panel '{SYNTHETIC_DEMO_PANEL}' (seed 0; 0: none)",
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--no-serve", action="store_true", help="build the twins and stop")
@@ -360,47 +370,51 @@ def _print_report(report: IngestReport, skipped: dict[str, int], *, as_json: boo
 
 
 def _synth(args: argparse.Namespace) -> int:
+    outcome = _synthesize(
+        _settings(), n=args.n, seed=args.seed, panel=args.panel, spec=args.spec, data=args.data
+    )
+    if args.report:
+        args.report.write_text(json.dumps(outcome, indent=2))
+    return int(outcome["ingest"]["exit_code"])
+
+
+def _synthesize(
+    settings: Settings, *, n: int, seed: int, panel: str, spec: Path | None = None, data: Path | None = None
+) -> dict:
+    """Generate a synthetic population, check it against the real customers, store it; print and return what
+    happened (the ingestion and privacy reports)."""
     import time
 
+    from twinchat.domain.readers import RawRecord
     from twinchat.synth.catalogue import read_catalogue
     from twinchat.synth.population import generate, records
     from twinchat.synth.privacy import nearest_neighbours
     from twinchat.synth.spec import load_spec
 
-    settings = _settings()
     started = time.perf_counter()
-    spec = load_spec(args.spec)
-    catalogue = read_catalogue(args.data or settings.data_dir / "online_retail" / "online_retail_sample.csv")
-    customers = generate(spec, catalogue, n=args.n, seed=args.seed)
+    population = load_spec(spec)
+    catalogue = read_catalogue(data or settings.data_dir / "online_retail" / "online_retail_sample.csv")
+    customers = generate(population, catalogue, n=n, seed=seed)
     privacy = nearest_neighbours({c.twin_id: c.baskets for c in customers}, catalogue.real_histories).check()
     generated = time.perf_counter() - started
-    from twinchat.domain.readers import RawRecord
-
-    rows = [RawRecord(f"synth:seed={args.seed}", i + 1, r) for i, r in enumerate(records(customers))]
+    rows = [RawRecord(f"synth:seed={seed}", i + 1, r) for i, r in enumerate(records(customers))]
     report = _service(settings).ingest_records(
-        rows, panel=args.panel, synthetic=True, progress=True, total=len(rows), label="synthetic"
+        rows, panel=panel, synthetic=True, progress=True, total=len(rows), label="synthetic"
     )
     _print_report(report, {}, as_json=False)
     print(
         f"generated {len(customers)} synthetic customers, {len(rows)} events in {generated:.1f}s "
-        f"(spec {spec.path}, seed {args.seed}); panel {args.panel}"
+        f"(spec {population.path}, seed {seed}); panel {panel}"
     )
     print(privacy.summary())
-    if args.report:
-        args.report.write_text(
-            json.dumps(
-                {
-                    "seed": args.seed,
-                    "spec": spec.path,
-                    "spec_version": spec.version,
-                    "calibrated_on": catalogue.source,
-                    "ingest": report.to_dict(),
-                    "privacy": privacy.to_dict(),
-                },
-                indent=2,
-            )
-        )
-    return report.exit_code
+    return {
+        "seed": seed,
+        "spec": population.path,
+        "spec_version": population.version,
+        "calibrated_on": catalogue.source,
+        "ingest": report.to_dict(),
+        "privacy": privacy.to_dict(),
+    }
 
 
 def _twins(args: argparse.Namespace) -> int:
@@ -834,8 +848,22 @@ def _demo(args: argparse.Namespace) -> int:
     _print_report(report, dict(importer.skipped), as_json=False)
     twins = service.twins(panel=DEMO_PANEL)
     example = twins[0].twin_id if twins else "TWIN_ID"
-    print(f"\n{len(twins)} twins in panel '{DEMO_PANEL}' under {settings.home}. Try:")
+    synthetic: list = []
+    if args.synthetic > 0:
+        print(
+            f"\nbuilding {args.synthetic} synthetic customers (labelled synthetic; no real person's data) ..."
+        )
+        _synthesize(settings, n=args.synthetic, seed=0, panel=SYNTHETIC_DEMO_PANEL, data=args.data)
+        synthetic = service.twins(panel=SYNTHETIC_DEMO_PANEL)
+    print(f"\n{len(twins)} real customers' twins in panel '{DEMO_PANEL}' under {settings.home}", end="")
+    if synthetic:
+        print(f", {len(synthetic)} synthetic twins in panel '{SYNTHETIC_DEMO_PANEL}'", end="")
+    print(". Try:")
     print(f'  twinchat ask {example} "What do you usually buy from us?"')
+    if synthetic:
+        print(
+            f'  twinchat ask {synthetic[0].twin_id} "Which day do you prefer your deliveries?"  # synthetic'
+        )
     if args.no_serve:
         return 0
     _, key = service.create_key("researcher", label="demo", use=_use(args, "admin"))

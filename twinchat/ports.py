@@ -6,7 +6,7 @@ Each port has one or few abstract methods; conveniences are built on them here, 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -164,7 +164,9 @@ class TwinRegistry(ABC):
     def delete_survey_answers(self, twin_id: str, event_ids: Sequence[str]) -> None: ...
 
     @abstractmethod
-    def add_identifiers(self, identifiers: dict[str, Sequence[tuple[str, str]]], *, origin: str = "") -> None:
+    def add_identifiers(
+        self, identifiers: Mapping[str, Sequence[tuple[str, str]]], *, origin: str = ""
+    ) -> None:
         """Record that these (kind, value) identifiers belong to these twins; an identifier keeps its first twin."""
 
     @abstractmethod

@@ -332,13 +332,17 @@ class TwinService:
         importer.existing = self._existing_twins
         ingest = IngestReport()
         try:
-            self.ingest_records(importer.records(), panel=panel, report=ingest, progress=progress, label=importer.mapping.name)
+            self.ingest_records(
+                importer.records(), panel=panel, report=ingest, progress=progress, label=importer.mapping.name
+            )
         except UnreadableInput as exc:
             ingest.unreadable.append(str(exc))
         self.registry.add_identifiers(
             importer.identifiers_by_twin(ingest.twins_touched), origin=f"import:{importer.mapping.name}"
         )
-        report = quality_report(importer, ingest, panel=panel, started=started, seconds=time.perf_counter() - clock)
+        report = quality_report(
+            importer, ingest, panel=panel, started=started, seconds=time.perf_counter() - clock
+        )
         folder = self.settings.home / "imports"
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{started.strftime('%Y%m%dT%H%M%S.%fZ')}-{importer.mapping.name}.json"

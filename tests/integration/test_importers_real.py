@@ -53,7 +53,9 @@ def test_online_retail_every_invoice_of_the_sample(shared_data: Path) -> None:
     assert kinds == {"order": 12_065 - 548, "cancellation": 548}
 
 
-def test_gss_mapping_gives_the_same_events_as_the_evaluation_reader(shared_data: Path, tmp_path: Path) -> None:
+def test_gss_mapping_gives_the_same_events_as_the_evaluation_reader(
+    shared_data: Path, tmp_path: Path
+) -> None:
     panel = gss_sample(shared_data, tmp_path / "gss", rows=30)
     importer, raws, problems = run("gss", panel)
     assert problems == []
@@ -83,7 +85,9 @@ def test_twin2k_profiles_one_event_per_measure(shared_data: Path) -> None:
     answered = sum(1 for p in people for k, v in p.items() if k != "pid" and v.strip())
     assert len(raws) == answered and importer.rows_read == len(people) == 2_058
     first = people[0]
-    mine = {r.record["variable"]: r.record for r in raws if r.record["customer_id"] == f"twin2k-{first['pid']}"}
+    mine = {
+        r.record["variable"]: r.record for r in raws if r.record["customer_id"] == f"twin2k-{first['pid']}"
+    }
     assert mine["gender"]["text"] == f"Q: What is your gender? A: {first['gender']}"
     assert mine["score_extraversion"]["answer"] == first["score_extraversion"]
     assert mine["gender"]["kind"] == "profile" and mine["score_extraversion"]["kind"] == "answer"
@@ -131,7 +135,9 @@ def test_import_cli_end_to_end(shared_data: Path, tmp_path: Path) -> None:
         encoding="utf-8",
     )
     identity = tmp_path / "ids.csv"
-    identity.write_text(f"customer_id,email\n{person.removeprefix('gss-')},person@example.com\n", encoding="utf-8")
+    identity.write_text(
+        f"customer_id,email\n{person.removeprefix('gss-')},person@example.com\n", encoding="utf-8"
+    )
     stitched = twinchat(env, "import", str(mapping), str(crm), "--identity-map", str(identity), "--json")
     assert stitched.returncode == 0, stitched.stderr
     assert json.loads(stitched.stdout)["customers"] == {"touched": 1, "new": 0, "existing": 1}

@@ -53,3 +53,23 @@ def test_synth_makes_synthetic_twins_usable_without_consent(shared_data: Path, t
     refused = twinchat(env, "ask", "C-1", "What did you buy?", "--purpose", "marketing")
     assert refused.returncode == 3 and "refused" in refused.stderr
     assert_stayed_offline(env)
+
+
+def test_demo_offers_a_real_and_a_synthetic_panel(shared_data: Path, tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "TWINCHAT_HOME": str(tmp_path / "home"),
+        "TWINCHAT_DATA_DIR": str(shared_data),
+        "TWINCHAT_NETGUARD_LOG": str(tmp_path / "netguard.log"),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "support" / "site"),
+    }
+    built = twinchat(env, "demo", "--customers", "3", "--synthetic", "4", "--no-serve")
+    assert built.returncode == 0, built.stderr
+    assert "3 real customers' twins in panel 'online-retail'" in built.stdout
+    assert "4 synthetic twins in panel 'synthetic'" in built.stdout
+    panels = json.loads(twinchat(env, "panels", "--json").stdout)
+    assert panels == {"online-retail": 3, "synthetic": 4}
+    twins = json.loads(twinchat(env, "twins", "--json").stdout)
+    assert sorted(t["synthetic"] for t in twins) == [False] * 3 + [True] * 4
+    assert all(t["synthetic"] == (t["panels"] == ["synthetic"]) for t in twins)
+    assert_stayed_offline(env)

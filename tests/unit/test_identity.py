@@ -53,7 +53,9 @@ def test_records_sharing_any_identifier_are_one_person() -> None:
     graph.link([("phone", "+442079460958")])
     graph.link([("email", "bob@example.org")])
     resolution = graph.resolve(known={})
-    assert {resolution.twin_for(i) for i in [("customer_id", "17850"), ("phone", "+442079460958")]} == {"17850"}
+    assert {resolution.twin_for(i) for i in [("customer_id", "17850"), ("phone", "+442079460958")]} == {
+        "17850"
+    }
     bob = resolution.twin_for(("email", "bob@example.org"))
     # Without a customer id the twin id is a digest: an email address never becomes a twin id.
     assert bob is not None and bob.startswith("cust-") and "bob" not in bob
@@ -86,7 +88,10 @@ def test_identifiers_of_two_stored_twins_are_a_conflict_not_a_merge() -> None:
 def test_customer_ids_take_the_import_prefix() -> None:
     graph = IdentityGraph()
     graph.link([("customer_id", "0019")])
-    assert graph.resolve(known={}, customer_twin=lambda c: f"gss-{c}").twin_for(("customer_id", "0019")) == "gss-0019"
+    assert (
+        graph.resolve(known={}, customer_twin=lambda c: f"gss-{c}").twin_for(("customer_id", "0019"))
+        == "gss-0019"
+    )
 
 
 def test_masked() -> None:

@@ -153,7 +153,10 @@ def test_group_sums_and_collects(tmp_path: Path) -> None:
     raws, problems = records(MappedImport(mapping, [rows]))
     assert problems == []
     order, cancelled = (r.record for r in raws)
-    assert order["text"] == "Order 1 on 2011-01-01 (12.50 GBP): 2 x MUG at 1.25 GBP each; 1 x TEA POT at 10.00 GBP each."
+    assert (
+        order["text"]
+        == "Order 1 on 2011-01-01 (12.50 GBP): 2 x MUG at 1.25 GBP each; 1 x TEA POT at 10.00 GBP each."
+    )
     assert (order["total"], order["products"], order["kind"]) == (12.5, ["MUG", "TEA POT"], "order")
     assert cancelled["kind"] == "cancellation" and cancelled["text"].startswith("Cancelled order C2")
 
@@ -162,7 +165,7 @@ def test_unpivot_with_a_documentation_file_and_non_responses(tmp_path: Path) -> 
     write(
         tmp_path,
         "doc.csv",
-        "variable,var_text,label\nhappy,\"A1. Taken all together, how happy are you?\",happiness\n"
+        'variable,var_text,label\nhappy,"A1. Taken all together, how happy are you?",happiness\n'
         "wtss,Weight,weight variable\nage,Age of respondent,age\n",
     )
     mapping = load_mapping(
@@ -187,7 +190,9 @@ event:
 """,
         ),
     )
-    data = write(tmp_path, "panel.csv", "pid,wave,happy,wtss,age\n7,1,Very happy,1.2,45\n7,2,0,1.1,-1\n8,1,,0.9,30\n")
+    data = write(
+        tmp_path, "panel.csv", "pid,wave,happy,wtss,age\n7,1,Very happy,1.2,45\n7,2,0,1.1,-1\n8,1,,0.9,30\n"
+    )
     importer = MappedImport(mapping, [data])
     raws, problems = records(importer)
     assert problems == []
@@ -223,7 +228,7 @@ def test_unpivot_with_qualtrics_header_rows_and_qsf_labels(tmp_path: Path) -> No
     data = write(
         tmp_path,
         "response.csv",
-        'StartDate,Heard,Grid_1,Grid_2,Free,TWIN_ID\n'
+        "StartDate,Heard,Grid_1,Grid_2,Free,TWIN_ID\n"
         'Start Date,"Have you heard\nof it?",Grid - Price,Grid - Speed,Anything else?,TWIN_ID\n'
         '{"ImportId":"s"},{"ImportId":"a"},{"ImportId":"b"},{"ImportId":"c"},{"ImportId":"d"},{"ImportId":"e"}\n'
         "4/22/2025 9:14,0,2,1,Cheaper please,57\n",
@@ -243,7 +248,13 @@ def test_unpivot_with_qualtrics_header_rows_and_qsf_labels(tmp_path: Path) -> No
 
 
 def test_every_shipped_mapping_loads() -> None:
-    assert set(shipped_mappings()) >= {"online_retail", "online_retail_lines", "gss", "twin2k_profile", "twin2k_study"}
+    assert set(shipped_mappings()) >= {
+        "online_retail",
+        "online_retail_lines",
+        "gss",
+        "twin2k_profile",
+        "twin2k_study",
+    }
     for path in shipped_mappings().values():
         assert load_mapping(path).description
 
@@ -292,7 +303,11 @@ def test_a_later_import_finds_twins_by_any_identifier(tmp_path: Path, crm: tuple
         ",,07946 000111,2012-01-01,Phoned to ask about an order,\n"
         "20001,,,2012-01-02,Signed up for the newsletter,\n",
     )
-    identity_map = write(tmp_path, "ids.csv", "customer_id,email,phone\n20001,BOB@example.org,\n,ann.lee@example.com,07946 000111\n")
+    identity_map = write(
+        tmp_path,
+        "ids.csv",
+        "customer_id,email,phone\n20001,BOB@example.org,\n,ann.lee@example.com,07946 000111\n",
+    )
     report = service.import_mapped(MappedImport(mapping, [later], identity_map=identity_map))
     assert report["events"]["stored"] == 2 and report["customers"] == {"touched": 2, "new": 0, "existing": 2}
     assert service.twin("17850").n_events == 4  # the new phone reached Ann through the identity map
@@ -356,5 +371,8 @@ def test_cli_import_prints_the_report_and_lists_mappings(
     assert "rejected 1: Score: '…' is not a whole number" in out
     assert json.loads(out_file.read_text())["customers"]["touched"] == 2
     assert main(["show", "17850"]) == 0
-    assert "identifiers customer_id 17850, email ann.lee@example.com, phone +442079460958" in capsys.readouterr().out
+    assert (
+        "identifiers customer_id 17850, email ann.lee@example.com, phone +442079460958"
+        in capsys.readouterr().out
+    )
     assert main(["import", "online_retail"]) == 2

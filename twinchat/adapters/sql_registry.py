@@ -3,7 +3,7 @@ PostgreSQL (``postgresql+psycopg://...``) for deployments with several instances
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -444,7 +444,9 @@ class SqlTwinRegistry(TwinRegistry):
 
     # --- identifiers ------------------------------------------------------------------------------------
 
-    def add_identifiers(self, identifiers: dict[str, Sequence[tuple[str, str]]], *, origin: str = "") -> None:
+    def add_identifiers(
+        self, identifiers: Mapping[str, Sequence[tuple[str, str]]], *, origin: str = ""
+    ) -> None:
         rows = [
             {"kind": k, "value": v, "twin_id": twin, "added_at": datetime.now(UTC), "origin": origin[:256]}
             for twin, pairs in identifiers.items()
@@ -458,7 +460,9 @@ class SqlTwinRegistry(TwinRegistry):
         t = self.identifiers
         with self.engine.connect() as conn:
             rows = conn.execute(
-                self.sa.select(t.c.kind, t.c.value).where(t.c.twin_id == twin_id).order_by(t.c.kind, t.c.value)
+                self.sa.select(t.c.kind, t.c.value)
+                .where(t.c.twin_id == twin_id)
+                .order_by(t.c.kind, t.c.value)
             )
             return [(r.kind, r.value) for r in rows]
 
@@ -470,7 +474,9 @@ class SqlTwinRegistry(TwinRegistry):
                 values = sorted(v for k, v in wanted if k == kind)
                 for chunk in _chunks(values, 500):
                     rows = conn.execute(
-                        self.sa.select(t.c.value, t.c.twin_id).where((t.c.kind == kind) & t.c.value.in_(chunk))
+                        self.sa.select(t.c.value, t.c.twin_id).where(
+                            (t.c.kind == kind) & t.c.value.in_(chunk)
+                        )
                     )
                     found.update({(kind, r.value): r.twin_id for r in rows})
         return found

@@ -90,7 +90,9 @@ class Resolution:
     """Which twin each identifier belongs to, and the groups that could not be resolved."""
 
     twins: dict[Identifier, str] = field(default_factory=dict)
-    conflicts: dict[Identifier, list[str]] = field(default_factory=dict)  # identifier -> the twins it straddles
+    conflicts: dict[Identifier, list[str]] = field(
+        default_factory=dict
+    )  # identifier -> the twins it straddles
     new_twins: set[str] = field(default_factory=set)
 
     def twin_for(self, identifier: Identifier) -> str | None:

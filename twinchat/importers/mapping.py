@@ -71,9 +71,7 @@ def load_mapping(name_or_path: str | Path) -> Mapping:
     if not path.suffix and str(name_or_path) in shipped_mappings():
         path = shipped_mappings()[str(name_or_path)]
     if not path.is_file():
-        raise MappingError(
-            f"{name_or_path}: no such mapping file (shipped: {', '.join(shipped_mappings())})"
-        )
+        raise MappingError(f"{name_or_path}: no such mapping file (shipped: {', '.join(shipped_mappings())})")
     data = read_yaml(path, MappingError, what="import mapping")
     return Mapping.parse(data, str(path))
 
@@ -142,22 +140,32 @@ class Mapping:
     @classmethod
     def parse(cls, data: Any, path: str) -> Mapping:
         if not isinstance(data, dict):
-            raise MappingError(f"{path}: a mapping is a YAML object with customer and event, got {type(data).__name__}")
+            raise MappingError(
+                f"{path}: a mapping is a YAML object with customer and event, got {type(data).__name__}"
+            )
         known = {"mapping", "name", "description", "read", "customer", "identifiers", "phone_country_code",
                  "columns", "skip", "derive", "group", "unpivot", "event"}  # fmt: skip
         unknown = set(data) - known
         if unknown:
-            raise MappingError(f"{path}: unknown field(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
+            raise MappingError(
+                f"{path}: unknown field(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})"
+            )
         if data.get("mapping", MAPPING_VERSION) != MAPPING_VERSION:
-            raise MappingError(f"{path}: mapping: version {data.get('mapping')!r}; this twinchat reads version 1")
+            raise MappingError(
+                f"{path}: mapping: version {data.get('mapping')!r}; this twinchat reads version 1"
+            )
         customer = data.get("customer")
         if isinstance(customer, str):
             customer = {"column": customer}
         if not isinstance(customer, dict) or not isinstance(customer.get("column"), str):
-            raise MappingError(f"{path}: customer: needs {{column: NAME}} (the column holding the customer id)")
+            raise MappingError(
+                f"{path}: customer: needs {{column: NAME}} (the column holding the customer id)"
+            )
         event = data.get("event")
         if not isinstance(event, dict) or "text" not in event:
-            raise MappingError(f"{path}: event: needs at least text (a template such as 'Bought {{Description}}')")
+            raise MappingError(
+                f"{path}: event: needs at least text (a template such as 'Bought {{Description}}')"
+            )
         allowed = {"id", "text", "timestamp", "source", "kind", "attributes", "variants"}
         if set(event) - allowed:
             raise MappingError(f"{path}: event: unknown field(s) {', '.join(sorted(set(event) - allowed))}")
@@ -169,7 +177,11 @@ class Mapping:
                 raise MappingError(f"{path}: identifiers: {exc}") from None
         columns = {}
         for name, spec in _dict(data.get("columns", {}), f"{path}: columns").items():
-            kind, required = (spec, False) if isinstance(spec, str) else (spec.get("type", "text"), bool(spec.get("required")))
+            kind, required = (
+                (spec, False)
+                if isinstance(spec, str)
+                else (spec.get("type", "text"), bool(spec.get("required")))
+            )
             if kind not in TYPES:
                 raise MappingError(f"{path}: columns: {name}: type {kind!r} is not one of {', '.join(TYPES)}")
             columns[name] = (kind, required)
@@ -182,7 +194,9 @@ class Mapping:
         derive = _dict(data.get("derive", {}), f"{path}: derive")
         for name, rule in derive.items():
             if not isinstance(rule, dict) or not ({"multiply", "lookup"} & set(rule)):
-                raise MappingError(f"{path}: derive: {name}: needs multiply: [A, B] or lookup: COLUMN with values")
+                raise MappingError(
+                    f"{path}: derive: {name}: needs multiply: [A, B] or lookup: COLUMN with values"
+                )
         variants = [
             Variant(
                 Condition.parse(v.get("if"), f"{path}: event: variants[{i}]"),
@@ -205,7 +219,9 @@ class Mapping:
             customer_column=customer["column"],
             customer_prefix=str(customer.get("prefix", "")),
             identifiers={str(k): str(v) for k, v in identifiers.items()},
-            phone_country_code=None if data.get("phone_country_code") is None else str(data["phone_country_code"]),
+            phone_country_code=None
+            if data.get("phone_country_code") is None
+            else str(data["phone_country_code"]),
             columns=columns,
             skip=skip,
             derive=derive,
@@ -213,7 +229,10 @@ class Mapping:
             unpivot=unpivot,
             event={k: v for k, v in event.items() if k not in ("variants", "attributes")},
             variants=variants,
-            attributes={str(k): str(v) for k, v in _dict(event.get("attributes", {}), f"{path}: event: attributes").items()},
+            attributes={
+                str(k): str(v)
+                for k, v in _dict(event.get("attributes", {}), f"{path}: event: attributes").items()
+            },
         )
         for template in [*mapping.event.values(), *mapping.attributes.values()]:
             for _, flt in _PLACEHOLDER.findall(str(template)):
@@ -284,7 +303,9 @@ class MappedImport:
                 )
                 continue
             twin = self.resolution.twins[identifiers[0]]
-            record = {k: v.replace(_CUSTOMER, twin) if isinstance(v, str) else v for k, v in raw.record.items()}
+            record = {
+                k: v.replace(_CUSTOMER, twin) if isinstance(v, str) else v for k, v in raw.record.items()
+            }
             record["customer_id"] = twin
             out.append(RawRecord(raw.file, raw.line, record))
         if self.customers is not None:
@@ -306,7 +327,9 @@ class MappedImport:
     def _known(self, ids: list[Identifier]) -> dict[Identifier, str]:
         """Identifiers recorded for a twin, and customer ids whose twin exists (made by a plain ingest)."""
         found = dict(self.known(ids))
-        customers = {self._twin_of_customer(v): (k, v) for k, v in ids if k == CUSTOMER_ID and (k, v) not in found}
+        customers = {
+            self._twin_of_customer(v): (k, v) for k, v in ids if k == CUSTOMER_ID and (k, v) not in found
+        }
         for twin in self.existing(list(customers)):
             found[customers[twin]] = twin
         return found
@@ -385,7 +408,9 @@ class _MappedFile:
         for number, row in enumerate(reader, start=1):  # rows, not lines: a quoted field may span lines
             line = reader.line_num
             if number == questions_row:
-                self.header_questions = {k: " ".join((v or "").split()) for k, v in row.items() if isinstance(k, str)}
+                self.header_questions = {
+                    k: " ".join((v or "").split()) for k, v in row.items() if isinstance(k, str)
+                }
                 continue
             if number in skip_rows:
                 continue
@@ -437,8 +462,15 @@ class _MappedFile:
         self, line: int, values: dict[str, Any], ids: list[Identifier]
     ) -> tuple[RawRecord, list[Identifier]] | RowProblem:
         context = dict(values)
-        context.update(line=line, file_name=self.path.name, file_dir=self.path.parent.name, file_dir2=self.path.parent.parent.name)
-        context["customer"] = _CUSTOMER  # the twin id, known once identities are resolved over the whole import
+        context.update(
+            line=line,
+            file_name=self.path.name,
+            file_dir=self.path.parent.name,
+            file_dir2=self.path.parent.parent.name,
+        )
+        context["customer"] = (
+            _CUSTOMER  # the twin id, known once identities are resolved over the whole import
+        )
         spec = dict(self.m.event)
         for variant in self.m.variants:
             if variant.condition.holds(context):
@@ -452,7 +484,11 @@ class _MappedFile:
             if "id" in spec:
                 record["event_id"] = _render(str(spec["id"]), context)
             if "timestamp" in spec:
-                stamp = context.get(spec["timestamp"]) if spec["timestamp"] in context else _render(spec["timestamp"], context)
+                stamp = (
+                    context.get(spec["timestamp"])
+                    if spec["timestamp"] in context
+                    else _render(spec["timestamp"], context)
+                )
                 record["timestamp"] = stamp.isoformat() if isinstance(stamp, datetime) else stamp
             for name, source in self.m.attributes.items():
                 value = context.get(source) if source in context else _render(source, context)

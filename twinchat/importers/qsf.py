@@ -29,7 +29,11 @@ def read_labels(path: Path) -> Callable[[str, str], str]:
     scales: dict[str, dict[str, str]] = {}
     for element in survey.get("SurveyElements", []):
         payload = element.get("Payload")
-        if element.get("Element") != "SQ" or not isinstance(payload, dict) or not payload.get("DataExportTag"):
+        if (
+            element.get("Element") != "SQ"
+            or not isinstance(payload, dict)
+            or not payload.get("DataExportTag")
+        ):
             continue
         tag = str(payload["DataExportTag"])
         recode = {str(k): str(v) for k, v in (payload.get("RecodeValues") or {}).items()}

@@ -71,16 +71,23 @@ def rejected_by_reason(ingest: IngestReport) -> list[dict[str, Any]]:
     groups: dict[tuple[str, str], list[str]] = {}
     for problem in ingest.rejected:
         reason = _NUMBER.sub("N", _QUOTED.sub("'…'", problem.reason))
-        where = f"{problem.file}:{'line ' + str(problem.line) if problem.line is not None else 'item ' + str(problem.item)}"
+        place = f"line {problem.line}" if problem.line is not None else f"item {problem.item}"
+        where = f"{problem.file}:{place}"
         groups.setdefault((problem.field, reason), []).append(where)
     ordered = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
     return [
-        {"field": f, "reason": r, "count": len(w), "examples": w[:EXAMPLES_PER_REASON]} for (f, r), w in ordered
+        {"field": f, "reason": r, "count": len(w), "examples": w[:EXAMPLES_PER_REASON]}
+        for (f, r), w in ordered
     ]
 
 
 def summary_lines(report: dict[str, Any]) -> list[str]:
-    rows, events, customers, ids = report["rows"], report["events"], report["customers"], report["identifiers"]
+    rows, events, customers, ids = (
+        report["rows"],
+        report["events"],
+        report["customers"],
+        report["identifiers"],
+    )
     lines = [
         f"import {report['mapping']['name']}: read {rows['read']} rows in {report['seconds']}s; "
         f"events: {events['stored']} stored, {events['duplicates']} already stored, {events['rejected']} rejected",
