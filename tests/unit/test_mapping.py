@@ -376,3 +376,13 @@ def test_cli_import_prints_the_report_and_lists_mappings(
         in capsys.readouterr().out
     )
     assert main(["import", "online_retail"]) == 2
+
+
+def test_the_readme_mapping_example_works(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    example = readme.split("```yaml\nmapping: 1\nname: crm_notes\n", 1)[1].split("```", 1)[0]
+    mapping = load_mapping(write(tmp_path, "readme.yaml", "mapping: 1\nname: crm_notes\n" + example))
+    raws, problems = records(MappedImport(mapping, [write(tmp_path, "crm.csv", CRM_ROWS)]))
+    assert [p.field for p in problems] == ["Email", "Score", "CustomerID"]
+    assert raws[0].record["text"] == "CRM note: Called about a late delivery of the cake stand (score 4)"
+    assert raws[0].record.get("kind") is None and raws[2].record["text"].endswith("(score 2)")

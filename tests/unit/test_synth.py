@@ -155,6 +155,22 @@ def test_a_copy_of_a_real_history_is_caught(catalogue: Catalogue) -> None:
         report.check()
 
 
+def test_a_copied_run_of_real_orders_is_caught_by_the_ordered_distance(catalogue: Catalogue) -> None:
+    # A real customer's orders, in order, padded with other baskets: the item sets differ (Jaccard > 0) and
+    # the sequence is not identical, but the whole real sequence is inside the synthetic one.
+    customer, baskets = max(catalogue.real_histories.items(), key=lambda kv: (len(kv[1]), kv[0]))
+    filler = [b for c, bs in catalogue.real_histories.items() if c != customer for b in bs][:6]
+    copied = [filler[0], *baskets[:3], filler[1], *baskets[3:], filler[2]]
+    report = nearest_neighbours({"syn-0-0001": copied}, catalogue.real_histories)
+    (nearest,) = report.nearest
+    assert nearest.distance > 0 and not nearest.same_sequence
+    assert nearest.sequence_distance == 0.0
+    with pytest.raises(PrivacyViolation, match="syn-0-0001"):
+        report.check()
+    generated = nearest_neighbours({"syn": list(reversed(filler))}, catalogue.real_histories)
+    assert generated.nearest[0].sequence_distance > 0
+
+
 def ingest(service: TwinService, customers: list[SyntheticCustomer]) -> None:
     rows = [RawRecord("synth", i, r) for i, r in enumerate(records(customers))]
     report = service.ingest_records(rows, panel="syn", synthetic=True)
