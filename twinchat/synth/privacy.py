@@ -20,7 +20,6 @@ from typing import Any
 
 from twinchat.synth.catalogue import Basket
 
-
 CANDIDATES = 5
 
 
