@@ -386,3 +386,21 @@ def test_the_readme_mapping_example_works(tmp_path: Path) -> None:
     assert [p.field for p in problems] == ["Email", "Score", "CustomerID"]
     assert raws[0].record["text"] == "CRM note: Called about a late delivery of the cake stand (score 4)"
     assert raws[0].record.get("kind") is None and raws[2].record["text"].endswith("(score 2)")
+
+
+def test_jsonl_input_and_a_broken_line_that_hides_nothing(tmp_path: Path) -> None:
+    mapping = load_mapping(
+        write(
+            tmp_path,
+            "m.yaml",
+            "customer: user\ncolumns: {stars: int}\nevent: {text: 'Rated {stars}', source: review}\n",
+        )
+    )
+    data = write(
+        tmp_path,
+        "reviews.jsonl",
+        '{"user": 1, "stars": 5}\n{"user": 2, "stars": \n{"user": 3, "stars": "4"}\n',
+    )
+    raws, problems = records(MappedImport(mapping, [data]))
+    assert [(r.record["customer_id"], r.record["text"]) for r in raws] == [("1", "Rated 5"), ("3", "Rated 4")]
+    assert [(p.line, p.field) for p in problems] == [(2, "record")]

@@ -72,7 +72,7 @@ def read_records(path: Path) -> Iterator[RawRecord | RowProblem]:
     fmt = detect_format(path)
     try:
         if fmt == "jsonl":
-            yield from _read_jsonl(path)
+            yield from read_jsonl(path)
         elif fmt == "csv":
             yield from _read_csv(path)
         else:
@@ -81,7 +81,8 @@ def read_records(path: Path) -> Iterator[RawRecord | RowProblem]:
         raise UnreadableInput(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
-def _read_jsonl(path: Path) -> Iterator[RawRecord | RowProblem]:
+def read_jsonl(path: Path) -> Iterator[RawRecord | RowProblem]:
+    """One record per JSON line; a line that is not a JSON object is a RowProblem, the rest still come."""
     name = str(path)
     with path.open(encoding="utf-8-sig") as handle:
         for line_no, line in enumerate(handle, start=1):

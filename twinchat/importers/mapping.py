@@ -32,7 +32,6 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import json
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -44,7 +43,7 @@ from typing import Any
 from twinchat.domain.events import EventError, parse_timestamp
 from twinchat.domain.identity import CUSTOMER_ID, Identifier, IdentityGraph, Resolution, normalize
 from twinchat.domain.prompts import read_yaml
-from twinchat.domain.readers import RawRecord, RowProblem, UnreadableInput
+from twinchat.domain.readers import RawRecord, RowProblem, UnreadableInput, read_jsonl
 
 SHIPPED = Path(__file__).resolve().parent / "mappings"
 MAPPING_VERSION = 1
@@ -354,8 +353,12 @@ class _MappedFile:
     # --- reading -----------------------------------------------------------------------------------------
 
     def _typed_rows(self) -> Iterator[Any]:
-        for line, row in self._raw_rows():
+        for item in self._raw_rows():
             self.run.rows_read += 1
+            if isinstance(item, RowProblem):
+                yield item
+                continue
+            line, row = item
             reason = next((why for cond, why in self.m.skip if cond.holds(row)), None)
             if reason is not None:
                 self.run.skipped[reason] += 1
@@ -371,16 +374,17 @@ class _MappedFile:
                 continue
             yield line, values, ids
 
-    def _raw_rows(self) -> Iterator[tuple[int, dict[str, str]]]:
+    def _raw_rows(self) -> Iterator[tuple[int, dict[str, Any]] | RowProblem]:
         if not self.path.is_file():
             raise UnreadableInput(f"{self.path}: no such file")
         fmt = self.m.read.get("format") or ("jsonl" if ".jsonl" in self.path.suffixes else "csv")
         try:
+            if fmt == "jsonl":
+                for item in read_jsonl(self.path):
+                    yield item if isinstance(item, RowProblem) else (item.line or 0, item.record)
+                return
             with self._open() as handle:
-                if fmt == "jsonl":
-                    yield from self._jsonl(handle)
-                else:
-                    yield from self._csv(handle)
+                yield from self._csv(handle)
         except UnicodeDecodeError as exc:
             raise UnreadableInput(f"{self.path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
         except (OSError, EOFError, csv.Error) as exc:
@@ -415,18 +419,6 @@ class _MappedFile:
             if number in skip_rows:
                 continue
             yield line, {k: (v or "") for k, v in row.items() if isinstance(k, str)}
-
-    def _jsonl(self, handle: Any) -> Iterator[tuple[int, dict[str, str]]]:
-        for line, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError as exc:
-                self.run.skipped["not a JSON line"] += 1
-                raise UnreadableInput(f"{self.path}: line {line}: not JSON ({exc.msg})") from None
-            if isinstance(value, dict):
-                yield line, {k: "" if v is None else v for k, v in value.items()}
 
     def _typed(self, row: dict[str, Any]) -> dict[str, Any]:
         values = {k: " ".join(v.split()) if isinstance(v, str) else v for k, v in row.items()}

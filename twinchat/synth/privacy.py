@@ -120,7 +120,8 @@ def nearest_neighbours(
             (1 - len(mine & items[c]) / len(mine | items[c]), c)
             for c in {c for code in mine for c in index.get(code, ())}
         )
-        distance, customer = ranked[0] if ranked else (1.0, None)
+        nearest: tuple[float, str | None] = ranked[0] if ranked else (1.0, None)
+        distance, customer = nearest
         same = customer is not None and list(real[customer]) == list(baskets)
         ordered = min((sequence_distance(baskets, real[c]) for _, c in ranked[:CANDIDATES]), default=1.0)
         found.append(Nearest(twin_id, customer, distance, same, ordered))
