@@ -121,10 +121,10 @@ def nearest_neighbours(
             for c in {c for code in mine for c in index.get(code, ())}
         )
         nearest: tuple[float, str | None] = ranked[0] if ranked else (1.0, None)
-        distance, customer = nearest
-        same = customer is not None and list(real[customer]) == list(baskets)
+        distance, closest = nearest
+        same = closest is not None and list(real[closest]) == list(baskets)
         ordered = min((sequence_distance(baskets, real[c]) for _, c in ranked[:CANDIDATES]), default=1.0)
-        found.append(Nearest(twin_id, customer, distance, same, ordered))
+        found.append(Nearest(twin_id, closest, distance, same, ordered))
     return PrivacyReport(found, len(real))
 
 
