@@ -394,7 +394,20 @@ def _synthesize(
     started = time.perf_counter()
     population = load_spec(spec)
     catalogue = read_catalogue(data or settings.data_dir / "online_retail" / "online_retail_sample.csv")
-    customers = generate(population, catalogue, n=n, seed=seed)
+    reword = None
+    if settings.synth_wording == "llm" or (
+        settings.synth_wording == "auto" and settings.llm.startswith("openai:")
+    ):
+        from twinchat.domain.prompts import load_prompt
+        from twinchat.synth.population import llm_reword
+
+        model = _service(settings).chat_model
+        prompt = load_prompt(settings.prompts_dir, "synth_reword", required=("system", "user"))
+        reword = llm_reword(
+            lambda messages: model.complete(messages, max_tokens=120, temperature=0.0), prompt
+        )
+        print(f"wording: reviews and tickets reworded by {settings.llm} (facts from the seed)")
+    customers = generate(population, catalogue, n=n, seed=seed, reword=reword)
     privacy = nearest_neighbours({c.twin_id: c.baskets for c in customers}, catalogue.real_histories).check()
     generated = time.perf_counter() - started
     rows = [RawRecord(f"synth:seed={seed}", i + 1, r) for i, r in enumerate(records(customers))]

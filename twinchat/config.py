@@ -75,6 +75,11 @@ class Settings(BaseSettings):
         description="auto: an LLM confirms contradictions for openai: models, never for the 135M",
     )
 
+    synth_wording: Literal["auto", "llm", "templates"] = Field(
+        default="auto",
+        description="synthetic reviews and tickets: auto rewords with the LLM for openai: models only",
+    )
+
     # Ingestion.
     batch_size: int = Field(default=256, ge=1)
 

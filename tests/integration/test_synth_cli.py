@@ -73,3 +73,26 @@ def test_demo_offers_a_real_and_a_synthetic_panel(shared_data: Path, tmp_path: P
     assert sorted(t["synthetic"] for t in twins) == [False] * 3 + [True] * 4
     assert all(t["synthetic"] == (t["panels"] == ["synthetic"]) for t in twins)
     assert_stayed_offline(env)
+
+
+def test_synth_with_llm_wording_on_the_local_model(shared_data: Path, tmp_path: Path) -> None:
+    # The 135M model is asked to reword; whatever it says, every review and ticket still names its product.
+    env = {
+        **os.environ,
+        "TWINCHAT_HOME": str(tmp_path / "home"),
+        "TWINCHAT_DATA_DIR": str(shared_data),
+        "TWINCHAT_SYNTH_WORDING": "llm",
+        "TWINCHAT_NETGUARD_LOG": str(tmp_path / "netguard.log"),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "support" / "site"),
+    }
+    made = twinchat(env, "synth", "--n", "2", "--seed", "5", "--panel", "syn")
+    assert made.returncode == 0, made.stderr
+    assert "reworded by local:smollm2" in made.stdout
+    out = tmp_path / "export.json"
+    assert twinchat(env, "export", "syn-5-0000", "--out", str(out)).returncode == 0
+    events = json.loads(out.read_text())["events"]
+    written = [e for e in events if e["source"] in ("review", "support")]
+    assert written, "the customer has reviews or tickets"
+    for e in written:
+        assert e["product"].lower().split()[0] in e["text"].lower()
+    assert_stayed_offline(env)

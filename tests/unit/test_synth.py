@@ -260,3 +260,38 @@ def test_the_synth_command_stores_a_labelled_panel_and_reports_privacy(
     assert main(["twins", "--panel", "syn"]) == 0
     listed = capsys.readouterr().out.splitlines()
     assert len(listed) == 4 and all(line.startswith("syn-9-") and "[synthetic]" in line for line in listed)
+
+
+def test_llm_wording_keeps_the_facts_and_falls_back_to_the_template(spec: Spec, catalogue: Catalogue) -> None:
+    from twinchat.domain.prompts import load_prompt
+    from twinchat.synth.population import llm_reword
+
+    prompt = load_prompt(
+        Path(__file__).resolve().parents[2] / "prompts", "synth_reword", required=("system", "user")
+    )
+    asked: list[str] = []
+
+    def model(messages: list) -> str:
+        asked.append(messages[-1].content)
+        product = messages[-1].content.split(" about ", 1)[1].split(":", 1)[0]
+        # A well-behaved rewrite for even calls; an off-topic one (no product) for odd calls.
+        return (
+            f"Honestly, the {product} was just what I wanted." if len(asked) % 2 else "Great shop, fast post!"
+        )
+
+    plain = population(spec, catalogue, 3, n=6)
+    reworded = generate(spec, catalogue, n=6, seed=3, reword=llm_reword(model, prompt))
+    assert asked, "the model was asked to reword"
+    for before, after in zip(plain, reworded, strict=True):
+        # Same facts: same events, dates, items, ratings; only review and ticket texts may change.
+        strip = [{k: v for k, v in r.items() if k != "text"} for r in before.records]
+        assert strip == [{k: v for k, v in r.items() if k != "text"} for r in after.records]
+        for old, new in zip(before.records, after.records, strict=True):
+            if old["source"] in ("review", "support"):
+                assert new["text"] in (
+                    old["text"],
+                    f"Honestly, the {old['product'].lower()} was just what I wanted.",
+                )
+                assert old["product"].lower().split()[0] in new["text"].lower()
+            else:
+                assert new["text"] == old["text"]

@@ -3,8 +3,9 @@ about what they bought (dated after the purchase), a CRM profile and survey answ
 
 Deterministic: every customer draws from its own numpy Generator seeded with (seed, index), dates count from
 the spec's fixed base date, and nothing reads the clock; the same seed gives the same population.
-Wording comes from the spec's templates. A capable LLM could rewrite them (``reword``), none is called by default:
-the bundled 135M model invents facts.
+Wording comes from the spec's templates. A capable LLM may rewrite reviews and tickets (``reword``, built by
+``llm_reword``): the facts (items, dates, ratings, order numbers) are still drawn from the seed, and a rewrite that
+drops the product is discarded for the template. The bundled 135M model invents facts, so none is used by default.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from twinchat.domain.models import Message
+from twinchat.domain.prompts import PromptTemplate
 from twinchat.synth.catalogue import Basket, Catalogue, Product
 from twinchat.synth.spec import SURVEY_FIELDS, Segment, Spec
 
@@ -55,6 +58,27 @@ def generate(
         _customer(spec, catalogue, pools, shares, real, twin_id_of(seed, i, n), seed, i, reword)
         for i in range(n)
     ]
+
+
+def llm_reword(complete: Callable[[list[Message]], str], prompt: PromptTemplate) -> Reword:
+    """A ``Reword`` over a chat model: ``complete(messages) -> text``, ``prompt`` the synth_reword template.
+
+    A rewrite must keep the product's name (its first word at least) and stay short; otherwise the templated
+    text is kept, so that every review and ticket still names what the customer bought.
+    """
+
+    def reword(text: str, fields: dict[str, Any]) -> str:
+        variables = {**fields, "text": text, "kind": fields.get("kind", "review")}
+        reply = complete(
+            [
+                Message("system", prompt.render("system", **variables)),
+                Message("user", prompt.render("user", **variables)),
+            ]
+        ).strip()
+        anchor = str(fields["product"]).split()[0].lower()
+        return reply if reply and anchor in reply.lower() and len(reply) <= 4 * len(text) + 200 else text
+
+    return reword
 
 
 def records(customers: list[SyntheticCustomer]) -> Iterator[dict[str, Any]]:
@@ -158,7 +182,7 @@ def _customer(
                 {
                     "customer_id": twin_id,
                     "event_id": f"{twin_id}-review-{k + 1}",
-                    "text": reword(text, fields) if reword else text,
+                    "text": reword(text, {**fields, "kind": "review"}) if reword else text,
                     "timestamp": at.isoformat(),
                     "source": "review",
                     "rating": rating,
@@ -176,7 +200,7 @@ def _customer(
                 {
                     "customer_id": twin_id,
                     "event_id": f"{twin_id}-ticket-{k + 1}",
-                    "text": reword(text, fields) if reword else text,
+                    "text": reword(text, {**fields, "kind": "support ticket"}) if reword else text,
                     "timestamp": at.isoformat(),
                     "source": "support",
                     "subject": str(ticket["subject"]),
