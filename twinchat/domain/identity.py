@@ -7,9 +7,9 @@ or a new twin named after its customer id (or, with none, a digest of its first 
 address never becomes a twin id that logs and audits would repeat). A group whose identifiers already belong to
 two twins is a conflict: its records are refused, never merged silently.
 
->>> graph = IdentityGraph()
->>> graph.link([("customer_id", "17850"), ("email", "Ann@Example.com ")])
->>> graph.link([("email", "ann@example.com"), ("phone", "+44 20 7946 0958")])
+>>> graph = IdentityGraph()  # identifiers go in normalized (see normalize)
+>>> graph.link([("customer_id", "17850"), ("email", normalize("email", "Ann@Example.com "))])
+>>> graph.link([("email", "ann@example.com"), ("phone", normalize("phone", "+44 20 7946 0958"))])
 >>> resolution = graph.resolve(known={})
 >>> resolution.twin_for(("phone", "+442079460958"))
 '17850'
