@@ -337,11 +337,10 @@ class TwinService:
             )
         except UnreadableInput as exc:
             ingest.unreadable.append(str(exc))
-        self.registry.add_identifiers(
-            importer.identifiers_by_twin(ingest.twins_touched), origin=f"import:{importer.mapping.name}"
-        )
+        identifiers = importer.identifiers_by_twin(ingest.twins_touched)
+        self.registry.add_identifiers(identifiers, origin=f"import:{importer.mapping.name}")
         report = quality_report(
-            importer, ingest, panel=panel, started=started, seconds=time.perf_counter() - clock
+            importer, ingest, identifiers, panel=panel, started=started, seconds=time.perf_counter() - clock
         )
         folder = self.settings.home / "imports"
         folder.mkdir(parents=True, exist_ok=True)

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from twinchat.domain.events import EventError, parse_timestamp
-from twinchat.domain.identity import CUSTOMER_ID, Identifier, IdentityGraph, Resolution, normalize
+from twinchat.domain.identity import CUSTOMER_ID, KIND, Identifier, IdentityGraph, Resolution, normalize
 from twinchat.domain.prompts import read_yaml
 from twinchat.domain.readers import RawRecord, RowProblem, UnreadableInput, read_jsonl
 
@@ -50,7 +50,6 @@ MAPPING_VERSION = 1
 TYPES = ("text", "int", "float", "datetime")
 FILTERS = ("date", "money", "abs", "int", "lower", "upper")
 _PLACEHOLDER = re.compile(r"\{([^{}|]+)(?:\|([A-Za-z0-9_]+))?\}")
-_TAGS = re.compile(r"<[^>]+>")
 _CUSTOMER = "\x00customer\x00"
 
 Known = Callable[[list[Identifier]], dict[Identifier, str]]
@@ -170,10 +169,11 @@ class Mapping:
             raise MappingError(f"{path}: event: unknown field(s) {', '.join(sorted(set(event) - allowed))}")
         identifiers = _dict(data.get("identifiers", {}), f"{path}: identifiers")
         for kind in identifiers:
-            try:
-                normalize(kind, "x@y.z" if kind == "email" else "+100000000" if kind == "phone" else "x")
-            except EventError as exc:
-                raise MappingError(f"{path}: identifiers: {exc}") from None
+            if not KIND.fullmatch(kind):
+                raise MappingError(
+                    f"{path}: identifiers: {kind}: an identifier kind is lower case letters, digits and _ "
+                    "(e.g. email, phone)"
+                )
         columns = {}
         for name, spec in _dict(data.get("columns", {}), f"{path}: columns").items():
             kind, required = (
@@ -339,6 +339,7 @@ class _MappedFile:
 
     def __init__(self, mapping: Mapping, path: Path, run: MappedImport) -> None:
         self.m, self.path, self.run, self.name = mapping, path, run, str(path)
+        self.header_questions: dict[str, str] = {}  # from read.questions_row, once the CSV reaches it
 
     def events(self) -> Iterator[tuple[RawRecord, list[Identifier]] | RowProblem]:
         rows = self._typed_rows()
@@ -408,7 +409,6 @@ class _MappedFile:
             )
         questions_row = self.m.read.get("questions_row")
         skip_rows = set(self.m.read.get("skip_rows", []))
-        self.header_questions: dict[str, str] = {}
         for number, row in enumerate(reader, start=1):  # rows, not lines: a quoted field may span lines
             line = reader.line_num
             if number == questions_row:
@@ -690,7 +690,3 @@ def _list(value: Any, where: str) -> list[Any]:
     if not isinstance(value, list):
         raise MappingError(f"{where}: expected a list, got {type(value).__name__}")
     return value
-
-
-def strip_tags(text: str) -> str:
-    return " ".join(_TAGS.sub(" ", text).split())

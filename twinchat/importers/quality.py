@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,14 +24,15 @@ EXAMPLES_PER_REASON = 3
 def quality_report(
     importer: MappedImport,
     ingest: IngestReport,
+    ids: Mapping[str, Sequence[tuple[str, str]]],
     *,
     panel: str | None,
     started: datetime,
     seconds: float,
 ) -> dict[str, Any]:
+    """``ids``: the identifiers recorded for the twins the import touched (kind, value)."""
     resolution = importer.resolution
     stored_twins = ingest.twins_touched
-    ids = {t: i for t, i in resolution.identifiers_of().items() if t in stored_twins}
     kinds = Counter(kind for pairs in ids.values() for kind, _ in pairs)
     return {
         "format": REPORT_FORMAT,
