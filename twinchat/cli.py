@@ -371,7 +371,7 @@ def _print_report(report: IngestReport, skipped: dict[str, int], *, as_json: boo
 
 def _synth(args: argparse.Namespace) -> int:
     outcome = _synthesize(
-        _settings(), n=args.n, seed=args.seed, panel=args.panel, spec=args.spec, data=args.data
+        _service(), n=args.n, seed=args.seed, panel=args.panel, spec=args.spec, data=args.data
     )
     if args.report:
         args.report.write_text(json.dumps(outcome, indent=2))
@@ -379,7 +379,7 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _synthesize(
-    settings: Settings, *, n: int, seed: int, panel: str, spec: Path | None = None, data: Path | None = None
+    service: TwinService, *, n: int, seed: int, panel: str, spec: Path | None = None, data: Path | None = None
 ) -> dict:
     """Generate a synthetic population, check it against the real customers, store it; print and return what
     happened (the ingestion and privacy reports)."""
@@ -391,6 +391,7 @@ def _synthesize(
     from twinchat.synth.privacy import nearest_neighbours
     from twinchat.synth.spec import load_spec
 
+    settings = service.settings
     started = time.perf_counter()
     population = load_spec(spec)
     catalogue = read_catalogue(data or settings.data_dir / "online_retail" / "online_retail_sample.csv")
@@ -401,7 +402,7 @@ def _synthesize(
         from twinchat.domain.prompts import load_prompt
         from twinchat.synth.population import llm_reword
 
-        model = _service(settings).chat_model
+        model = service.chat_model
         prompt = load_prompt(settings.prompts_dir, "synth_reword", required=("system", "user"))
         reword = llm_reword(
             lambda messages: model.complete(messages, max_tokens=120, temperature=0.0), prompt
@@ -411,7 +412,7 @@ def _synthesize(
     privacy = nearest_neighbours({c.twin_id: c.baskets for c in customers}, catalogue.real_histories).check()
     generated = time.perf_counter() - started
     rows = [RawRecord(f"synth:seed={seed}", i + 1, r) for i, r in enumerate(records(customers))]
-    report = _service(settings).ingest_records(
+    report = service.ingest_records(
         rows, panel=panel, synthetic=True, progress=True, total=len(rows), label="synthetic"
     )
     _print_report(report, {}, as_json=False)
@@ -866,7 +867,7 @@ def _demo(args: argparse.Namespace) -> int:
         print(
             f"\nbuilding {args.synthetic} synthetic customers (labelled synthetic; no real person's data) ..."
         )
-        _synthesize(settings, n=args.synthetic, seed=0, panel=SYNTHETIC_DEMO_PANEL, data=args.data)
+        _synthesize(service, n=args.synthetic, seed=0, panel=SYNTHETIC_DEMO_PANEL, data=args.data)
         synthetic = service.twins(panel=SYNTHETIC_DEMO_PANEL)
     print(f"\n{len(twins)} real customers' twins in panel '{DEMO_PANEL}' under {settings.home}", end="")
     if synthetic:

@@ -10,6 +10,7 @@ import pytest
 
 from twinchat.domain.events import Event
 from twinchat.domain.readers import RawRecord
+from twinchat.importers.online_retail import COLUMNS
 from twinchat.services import TwinService
 from twinchat.synth.catalogue import Catalogue, read_catalogue
 from twinchat.synth.population import SyntheticCustomer, generate, records
@@ -40,18 +41,7 @@ def retail_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ]
     with path.open("w", newline="") as handle:
         out = csv.writer(handle)
-        out.writerow(
-            [
-                "InvoiceNo",
-                "StockCode",
-                "Description",
-                "Quantity",
-                "InvoiceDate",
-                "UnitPrice",
-                "CustomerID",
-                "Country",
-            ]
-        )
+        out.writerow(COLUMNS)
         for c in range(30):
             for k in range(1 + c % 4):
                 invoice = f"5{c:03d}{k}"

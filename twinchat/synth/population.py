@@ -172,6 +172,8 @@ def _customer(
             "quantity": quantity,
             "date": when.date().isoformat(),
         }
+        # What a review or a ticket is about: an item of this order, named as the catalogue names it.
+        about = {"invoice": invoice, "product": product.description, "stock_code": product.stock_code, **tag}
         if rng.random() < segment.review_propensity:
             rating = int(np.clip(round(rng.normal(mood, 0.8)), 1, 5))
             tone = "positive" if rating >= 4 else "negative"
@@ -186,10 +188,7 @@ def _customer(
                     "timestamp": at.isoformat(),
                     "source": "review",
                     "rating": rating,
-                    "invoice": invoice,
-                    "product": product.description,
-                    "stock_code": product.stock_code,
-                    **tag,
+                    **about,
                 }
             )
         if rng.random() < complain:
@@ -204,10 +203,7 @@ def _customer(
                     "timestamp": at.isoformat(),
                     "source": "support",
                     "subject": str(ticket["subject"]),
-                    "invoice": invoice,
-                    "product": product.description,
-                    "stock_code": product.stock_code,
-                    **tag,
+                    **about,
                 }
             )
     surveyed = orders[-1][0] + timedelta(days=int(rng.integers(1, 20)))
