@@ -17,13 +17,12 @@ bundled 135M model is weak, separately, whether its text states the new value). 
 other memories still valid, memories superseded that are not about the corrected fact (false supersessions),
 and unrelated multiple-choice answers unchanged.
 
-    python -m evals.corrections --seed 0 --twins 20 --out evals/results/corrections-seed0.json
+    twinchat eval corrections --seed 0 --twins 20      # writes evals/results/corrections/
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random
@@ -31,11 +30,12 @@ import re
 import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from evals.core import Evaluator, Figure, Outcome
 from evals.fidelity import Design, Protocol, design, history
 from twinchat.config import Settings
 from twinchat.domain.corrections import CorrectionPolicy
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from twinchat.domain.survey import ChoiceAnswer
     from twinchat.services import TwinService
 
-VERSION = 1  # bump on any change to facts, phrasings, questions or scoring, so results are never mixed
+VERSION = 2  # bump on any change to facts, phrasings, questions or scoring, so results are never mixed
 PANEL = "gss-corrections"
 STYLES = ("new", "both", "plain")
 RETAIL_STYLES = ("product", "order", "plain")
@@ -367,7 +367,6 @@ def mentioned(text: str, patterns: Mapping[str, str]) -> set[str]:
 
 
 def run(
-    out: Path,
     *,
     seed: int = 0,
     twins: int = 20,
@@ -381,7 +380,7 @@ def run(
     embedder: Embedder | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Build the twins in a temporary folder, correct them, score; write the result to ``out`` and return it."""
+    """Build the twins in a temporary folder, correct them, score: the figures and one row per correction."""
     from tqdm import tqdm
 
     from twinchat.services import TwinService
@@ -466,7 +465,6 @@ def run(
             "min_relevance": settings.min_relevance,
             "max_answer_tokens": settings.max_answer_tokens,
             "survey_weights": service.survey_weights.to_dict(),
-            "code": _code_version(),
             "panel_file": str(gss / "panel06_long.csv.gz"),
             "retail_file": str(retail_file),
         },
@@ -479,8 +477,6 @@ def run(
         },
         "corrections": [_case_row(c) for c in [*cases, *retail]],
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return result
 
 
@@ -733,23 +729,6 @@ def _interleave(gss: Sequence[Case], retail: Sequence[Case]) -> list[Case]:
     return merged + rest
 
 
-def _code_version() -> str:
-    """The commit measured, marked dirty when the library or prompts differ from it."""
-    import subprocess
-
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "twinchat", "prompts"], cwd=root, capture_output=True, text=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return f"{head}{'+dirty' if dirty else ''}"
-
-
 def _share(count: int, of: int) -> dict[str, Any]:
     return {"share": round(count / of, 4) if of else None, "count": count, "of": of}
 
@@ -767,48 +746,129 @@ def _clip(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def main(argv: Iterable[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--twins", type=int, default=20, help="GSS test twins that correct facts")
-    parser.add_argument("--population", type=int, default=20, help="other GSS twins in their panel")
-    parser.add_argument("--facts-per-twin", type=int, default=2)
-    parser.add_argument("--unrelated-items", type=int, default=10, help="unrelated questions asked per twin")
-    parser.add_argument("--free-answers", type=int, default=8, help="LLM answers in all (5-30 s each)")
-    parser.add_argument("--customers", type=int, default=8, help="Online Retail customers (0: none)")
-    parser.add_argument("--styles", nargs="+", choices=STYLES, default=list(STYLES), help="phrasings used")
-    parser.add_argument(
-        "--judge", choices=("auto", "llm", "none"), help="TWINCHAT_CORRECTION_JUDGE for this run"
-    )
-    parser.add_argument("--out", type=Path, help="default: evals/results/corrections-seed<SEED>.json")
-    args = parser.parse_args(None if argv is None else list(argv))
-    settings = Settings()
-    if args.judge:
-        settings = settings.model_copy(update={"correction_judge": args.judge})
-    out = args.out or Path("evals/results") / f"corrections-seed{args.seed}.json"
-    result = run(
-        out,
-        seed=args.seed,
-        twins=args.twins,
-        population=args.population,
-        facts_per_twin=args.facts_per_twin,
-        unrelated_items=args.unrelated_items,
-        free_answers=args.free_answers,
-        customers=args.customers,
-        styles=args.styles,
-        settings=settings,
-    )
-    print(json.dumps({k: result[k] for k in ("config", "runtime")}, indent=2))
-    for family in ("gss", "retail"):
-        if result[family]:
-            figures = {
-                k: v
-                for k, v in result[family].items()
-                if not k.startswith(("by_", "unrelated_choices_changed"))
-            }
-            print(family, json.dumps(figures, indent=2))
-    print(f"written to {out}")
+class Corrections(Evaluator):
+    name = "corrections"
+    version = VERSION
+    title = "Correction adherence"
+    protocol = "../shared/BENCHMARKS.md section 3 (corrections)"
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--twins", type=int, default=20, help="GSS test twins that correct facts")
+        parser.add_argument("--population", type=int, default=20, help="other GSS twins in their panel")
+        parser.add_argument("--facts-per-twin", type=int, default=2)
+        parser.add_argument("--unrelated-items", type=int, default=10, help="unrelated questions per twin")
+        parser.add_argument("--free-answers", type=int, default=8, help="LLM answers in all (5-30 s each)")
+        parser.add_argument("--customers", type=int, default=8, help="Online Retail customers (0: none)")
+        parser.add_argument("--styles", nargs="+", choices=STYLES, default=list(STYLES), help="phrasings")
+        parser.add_argument(
+            "--judge", choices=("auto", "llm", "none"), help="TWINCHAT_CORRECTION_JUDGE for this run"
+        )
+
+    @classmethod
+    def quick_options(cls) -> dict[str, Any]:
+        return {
+            "twins": 4,
+            "population": 6,
+            "facts_per_twin": 2,
+            "unrelated_items": 4,
+            "free_answers": 2,
+            "customers": 2,
+        }
+
+    def run(self, out: Path, settings: Settings, *, progress: bool = True) -> Outcome:
+        options = dict(self.options)
+        judge = options.pop("judge", None)
+        if judge:
+            settings = settings.model_copy(update={"correction_judge": judge})
+        result = run(settings=settings, progress=progress, **options)
+        rows = result.pop("corrections")
+        return Outcome(result, rows, _figures_drawn(out, result), _notes(result), [], HEADLINE)
 
 
-if __name__ == "__main__":
-    main()
+HEADLINE = (
+    "gss.choice_follows_correction",
+    "gss.evidence.follows_correction",
+    "gss.free_answers.follows_correction",
+    "gss.unrelated_memories_valid",
+    "gss.unrelated_choices_unchanged",
+    "retail.targets_superseded",
+    "retail.evidence.follows_correction",
+    "retail.unrelated_memories_valid",
+)
+
+
+def _figures_drawn(out: Path, result: Mapping[str, Any]) -> list[Figure]:
+    from evals import plots
+
+    def share(figures: Mapping[str, Any], *path: str) -> float | None:
+        value: Any = figures
+        for key in path:
+            value = value.get(key) if isinstance(value, Mapping) else None
+        return value["share"] if isinstance(value, Mapping) else None
+
+    drawn = []
+    gss = result["gss"]
+    plots.bars(
+        out / "adherence.png",
+        {
+            "choice follows": share(gss, "choice_follows_correction"),
+            "evidence follows": share(gss, "evidence", "follows_correction"),
+            "free answer cites": share(gss, "free_answers", "follows_correction"),
+            "other memories valid": share(gss, "unrelated_memories_valid"),
+            "unrelated choices same": share(gss, "unrelated_choices_unchanged"),
+        },
+        title=f"GSS twins: {gss['corrections']} corrections",
+        ylabel="share",
+    )
+    drawn.append(
+        Figure(
+            "adherence.png",
+            "Adherence after corrections, and damage to unrelated facts (GSS twins)",
+            "The first three follow the correction; the last two should stay at 1.",
+        )
+    )
+    for group in ("by_style", "by_fact"):
+        if group in gss:
+            plots.grouped_bars(
+                out / f"gss_{group}.png",
+                {
+                    name: {
+                        "choice follows": share(figures, "choice_follows_correction"),
+                        "evidence follows": share(figures, "evidence", "follows_correction"),
+                        "understood right": (
+                            figures["understood_as_survey_answer"].get("right", 0) / figures["corrections"]
+                        ),
+                    }
+                    for name, figures in gss[group].items()
+                },
+                title=f"GSS corrections {group.replace('_', ' ')}",
+                ylabel="share",
+            )
+            drawn.append(Figure(f"gss_{group}.png", f"GSS corrections {group.replace('_', ' ')}"))
+    retail = result.get("retail")
+    if retail:
+        plots.bars(
+            out / "retail.png",
+            {
+                "disputed item superseded": share(retail, "targets_superseded"),
+                "evidence follows": share(retail, "evidence", "follows_correction"),
+                "free answer cites": share(retail, "free_answers", "follows_correction"),
+                "other memories valid": share(retail, "unrelated_memories_valid"),
+            },
+            title=f"Online Retail twins: {retail['corrections']} disputed purchases",
+            ylabel="share",
+        )
+        drawn.append(Figure("retail.png", "Online Retail: a disputed purchase"))
+    return drawn
+
+
+def _notes(result: Mapping[str, Any]) -> list[str]:
+    config = result["config"]
+    return [
+        f"Correction judge: {config['correction_judge']} (active: {config['judge_active']}).",
+        "understood_as_survey_answer counts whether the correction was recognised as a new answer to the "
+        "right survey question (right), another one (wrong) or none.",
+        "Free answers are bounded (--free-answers) because each is a full LLM answer; with the bundled 135M "
+        "model the text often ignores the evidence it cites, so text_states_new_value is reported apart.",
+    ]

@@ -141,20 +141,24 @@ def _parser() -> argparse.ArgumentParser:
     _purpose_option(p)
     p.set_defaults(run=_survey)
 
-    p = sub.add_parser("eval", help="evaluations (see evals/)")
-    evals = p.add_subparsers(dest="evaluation", metavar="NAME", required=True)
-    e = evals.add_parser("fidelity", help="twin fidelity on a GSS-format panel (BENCHMARKS.md section 1)")
-    e.add_argument(
-        "--panel", type=Path, help="panel CSV(.gz), one row per person and wave (default: shared GSS)"
+    p = sub.add_parser(
+        "eval",
+        help="evaluations: fidelity, twin2k, grounding, corrections (evals/, BENCHMARKS.md)",
+        description="Run one evaluation; it writes results.json, results.csv, report.md and its figures "
+        "into --out (default evals/results/NAME, or NAME-quick with --quick).",
     )
-    e.add_argument("--doc", type=Path, help="variable documentation CSV (default: shared GSS)")
-    e.add_argument("--test-persons", type=int, default=50)
-    e.add_argument("--train-persons", type=int, default=150)
-    e.add_argument("--items-per-person", type=int, default=12)
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--quick", action="store_true", help="a small run for CI: 10 test, 40 train, 6 items each")
-    e.add_argument("--out", type=Path, required=True)
-    e.set_defaults(run=_eval_fidelity)
+    evals = p.add_subparsers(dest="evaluation", metavar="NAME", required=True)
+    from evals import evaluators
+
+    for name, evaluator in evaluators().items():
+        e = evals.add_parser(name, help=f"{evaluator.title} ({evaluator.protocol})")
+        evaluator.add_arguments(e)
+        own = {action.dest for action in e._actions} - {"help"}
+        e.add_argument("--seed", type=int, default=0)
+        quick = ", ".join(f"{k.replace('_', '-')} {v}" for k, v in evaluator.quick_options().items())
+        e.add_argument("--quick", action="store_true", help=f"the small run CI makes ({quick})")
+        e.add_argument("--out", type=Path, help="results folder (default evals/results/NAME[-quick])")
+        e.set_defaults(run=_eval, evaluator=evaluator, evaluator_options=sorted(own) + ["seed"])
 
     p = sub.add_parser("show", help="what a twin knows: its profile of derived facts and persona summary")
     p.add_argument("twin_id", metavar="TWIN_ID")
@@ -582,28 +586,23 @@ def _write_records(out: Path, records: list[dict]) -> None:
         handle.writelines(records_csv(json.dumps(r, ensure_ascii=False) for r in records))
 
 
-def _eval_fidelity(args: argparse.Namespace) -> int:
-    from evals.fidelity import Protocol, run
+def _eval(args: argparse.Namespace) -> int:
+    from evals.core import evaluate
 
-    settings = _settings()
-    gss = settings.data_dir / "gss"
-    panel, doc = args.panel or gss / "panel06_long.csv.gz", args.doc or gss / "variable_doc.csv"
-    protocol = (
-        Protocol(test_persons=10, train_persons=40, items_per_person=6, seed=args.seed)
-        if args.quick
-        else Protocol(args.test_persons, args.train_persons, args.items_per_person, args.seed)
-    )
-    summary = run(panel, doc, args.out, protocol=protocol, settings=settings)
-    keys = (
-        "accuracy",
-        "retest",
-        "normalized_accuracy",
-        "majority_baseline",
-        "demographic_baseline",
-        "n_pairs",
-    )
-    print(json.dumps({k: summary[k] for k in keys}, indent=2))
-    print(f"wrote {args.out / 'predictions.csv'} and {args.out / 'summary.json'}")
+    options = {k: getattr(args, k) for k in args.evaluator_options}
+    if args.quick:
+        options.update(args.evaluator.quick_options())
+    options = {k: str(v) if isinstance(v, Path) else v for k, v in options.items() if v is not None}
+    name = args.evaluator.name
+    out = args.out or Path("evals/results") / (f"{name}-quick" if args.quick else name)
+    result = evaluate(args.evaluator(**options), out, _settings())
+    from evals.report import flatten
+
+    flat = dict(flatten(result["summary"]))
+    print(json.dumps({k: flat[k] for k in result["headline"] if k in flat}, indent=2))
+    if result["failures"]:
+        print(f"{len(result['failures'])} metric failures, listed in {out / 'report.md'}")
+    print(f"wrote {out / 'results.json'}, {out / 'results.csv'} and {out / 'report.md'}")
     return 0
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -23,9 +22,7 @@ def test_free_answers_are_read_for_the_value_they_state() -> None:
 def test_a_small_run_follows_corrections_and_leaves_other_facts_alone(
     shared_data: Path, tmp_path: Path, embedder: SentenceTransformerEmbedder
 ) -> None:
-    out = tmp_path / "corrections.json"
     result = run(
-        out,
         seed=0,
         twins=4,
         population=10,
@@ -39,7 +36,6 @@ def test_a_small_run_follows_corrections_and_leaves_other_facts_alone(
         progress=False,
     )
 
-    assert json.loads(out.read_text()) == result
     assert {"config", "gss", "retail", "runtime", "corrections"} <= set(result)
     assert result["config"]["llm"] and result["config"]["embedder"] and result["config"]["correction_judge"]
     gss = result["gss"]

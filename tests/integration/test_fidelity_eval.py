@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import json
 import random
 from pathlib import Path
 
@@ -95,9 +94,8 @@ def test_twins_reach_the_known_answer_and_scores_are_exact(tmp_path: Path) -> No
     panel_path, doc = write_panel(tmp_path)
     settings = Settings(embedder="hash", home=tmp_path / "unused")
     protocol = Protocol(test_persons=10, train_persons=25, items_per_person=2, seed=0)
-    summary = run(panel_path, doc, tmp_path / "out", protocol=protocol, settings=settings, progress=False)
+    summary, rows = run(panel_path, doc, protocol=protocol, settings=settings, progress=False)
 
-    rows = list(csv.DictReader((tmp_path / "out" / "predictions.csv").open()))
     assert set(rows[0]) >= {"person_id", "item", "options", "prediction", "actual", "retest"}
     mood = [r for r in rows if r["item"] == "mood"]
     assert mood, "the seed should hold out 'mood' for some test person"
@@ -115,8 +113,13 @@ def test_twins_reach_the_known_answer_and_scores_are_exact(tmp_path: Path) -> No
     assert summary["retest"] == pytest.approx(expected_retest, abs=1e-4)
     assert summary["normalized_accuracy"] == pytest.approx(summary["accuracy"] / summary["retest"], abs=1e-3)
     assert summary["n_pairs"] == len(rows) == 20
-    on_disk = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert on_disk["accuracy"] == summary["accuracy"]
+    # 'mood' is ordinal on no known scale and the others are binary: no correlation, and that is reported.
+    assert summary["ordinal"]["items"] == 0
+    assert {f["metric"] for f in summary["failures"]} == {
+        f"ordinal.{figure}_{who}"
+        for figure in ("correlation", "per_item_fisher")
+        for who in ("twins", "retest", "demographic")
+    }
 
 
 @pytest.mark.slow
@@ -124,10 +127,9 @@ def test_quick_fidelity_on_the_real_panel_beats_nothing_silently(shared_data: Pa
     """The real GSS panel through the real embedder and Chroma; figures are reported, not asserted high."""
     gss = shared_data / "gss"
     protocol = Protocol(test_persons=8, train_persons=30, items_per_person=4, seed=0)
-    summary = run(
+    summary, rows = run(
         gss / "panel06_long.csv.gz",
         gss / "variable_doc.csv",
-        tmp_path / "out",
         protocol=protocol,
         settings=Settings(home=tmp_path / "unused"),
         progress=False,
@@ -136,3 +138,5 @@ def test_quick_fidelity_on_the_real_panel_beats_nothing_silently(shared_data: Pa
     assert 0.3 < summary["retest"] <= 1.0
     for key in ("accuracy", "majority_baseline", "demographic_baseline", "tvd_twins_mean", "brier"):
         assert 0.0 <= summary[key] <= 2.0
+    assert len(rows) == 32 and summary["ordinal"]["pairs"] > 0
+    assert -1.0 <= summary["ordinal"]["correlation_retest"] <= 1.0
