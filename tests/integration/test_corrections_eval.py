@@ -46,7 +46,7 @@ def test_a_small_run_follows_corrections_and_leaves_other_facts_alone(
     assert len(free) == 1 and free[0]["answer"]
 
     # Before, the twins answered the old value; after, they follow the correction. The bars sit below what
-    # seed 0 measured (here 8 of 8; in evals/results/corrections-seed0.json 13 of 14 for this phrasing, and 26
+    # seed 0 measured (here 8 of 8; in the version-1 full run 13 of 14 for this phrasing, and 26
     # of 29 where a correction was read as the survey answer: the pooled answer can still outvote it).
     assert gss["choice_was_old_before"]["share"] >= 0.75
     assert gss["choice_follows_correction"]["share"] >= 0.75
