@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -108,12 +109,28 @@ def wait_http(url: str, *, process: subprocess.Popen, timeout: float = 120.0) ->
 
 
 def stop(process: subprocess.Popen) -> None:
-    process.terminate()
+    """Stop a server and whatever it started. A compose command runs under ``sh -c``: terminating the shell
+    alone would leave its python child running, so servers start in a session of their own
+    (``start_new_session=True``) and the whole group is signalled."""
+    group = os.getpgid(process.pid) if process.poll() is None else None
+    own_group = group == process.pid
+
+    def signal_all(sig: int) -> None:
+        if own_group:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, sig)
+        else:
+            process.send_signal(sig)
+
+    signal_all(signal.SIGTERM)
     try:
         process.wait(timeout=15)
     except subprocess.TimeoutExpired:
-        process.kill()
+        signal_all(signal.SIGKILL)
         process.wait()
+    if own_group:  # the shell may be gone before its child: make sure nothing of the group survives
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 PYTHON = sys.executable

@@ -38,6 +38,7 @@ def test_twins_live_in_a_chroma_server_run_by_the_compose_command(
         compose_command("chroma", port=port, path=tmp_path / "chroma"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # stop() signals the group, whatever the command starts
     )
     try:
         wait_http(f"http://127.0.0.1:{port}/api/v2/heartbeat", process=server)

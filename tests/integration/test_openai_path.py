@@ -20,7 +20,11 @@ def llama_server() -> Iterator[str]:
     port = free_port()
     # The very command of docker-compose.yml's llm service, run without Docker.
     process = subprocess.Popen(
-        compose_command("llm", port=port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT
+        compose_command("llm", port=port),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+        start_new_session=True,  # stop() signals the group: the shell and the server it starts
     )
     try:
         wait_http(f"http://127.0.0.1:{port}/v1/models", process=process)
