@@ -15,7 +15,7 @@ export RAGAS_DO_NOT_TRACK := true
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test test-fast serve lint clean
+.PHONY: install demo test test-fast serve lint bench clean
 
 install: $(STAMP)
 
@@ -41,8 +41,13 @@ test-fast: install
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: install
-	$(BIN)/ruff check twinchat ui tests
+	$(BIN)/ruff check twinchat ui tests benchmarks
 	$(BIN)/mypy
+
+# Speed and scale (BENCHMARKS.md section 4) at full size, one file each in benchmarks/results; about an hour on
+# 2 cores, waiting first while the machine is busy. benchmarks/RESULTS.md says what the figures were.
+bench: install
+	$(BIN)/twinchat bench all --out benchmarks/results
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

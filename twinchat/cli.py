@@ -160,6 +160,25 @@ def _parser() -> argparse.ArgumentParser:
         e.add_argument("--out", type=Path, help="results folder (default evals/results/NAME[-quick])")
         e.set_defaults(run=_eval, evaluator=evaluator, evaluator_options=sorted(own) + ["seed"])
 
+    p = sub.add_parser(
+        "bench",
+        help="speed and scale benchmarks: ingest, retrieval, answer, survey, startup (benchmarks/)",
+        description="Measure one benchmark of BENCHMARKS.md section 4 and write its figures, configuration, "
+        "machine, date, commit and in-run reference to --out (JSON). On a busy machine (1-minute load average "
+        "above 1.5) it waits up to 10 minutes first. `all` runs each in its own process.",
+    )
+    from benchmarks import BENCHMARKS
+
+    p.add_argument("benchmark", choices=[*BENCHMARKS, "all"])
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="results file (default benchmarks/results/NAME[-quick].json); for all, a folder for one file each",
+    )
+    p.add_argument("--quick", action="store_true", help="a small size that runs in well under a minute")
+    p.add_argument("--no-wait", action="store_true", help="measure at once, however busy the machine")
+    p.set_defaults(run=_bench)
+
     p = sub.add_parser("show", help="what a twin knows: its profile of derived facts and persona summary")
     p.add_argument("twin_id", metavar="TWIN_ID")
     p.add_argument("--json", action="store_true", help='print {"twin", "profile", "summary"} as JSON')
@@ -604,6 +623,34 @@ def _eval(args: argparse.Namespace) -> int:
         print(f"{len(result['failures'])} metric failures, listed in {out / 'report.md'}")
     print(f"wrote {out / 'results.json'}, {out / 'results.csv'} and {out / 'report.md'}")
     return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from benchmarks import BENCHMARKS
+    from benchmarks.core import headline, measure
+
+    suffix = "-quick" if args.quick else ""
+    if args.benchmark != "all":
+        out = args.out or Path("benchmarks/results") / f"{args.benchmark}{suffix}.json"
+        results = measure(args.benchmark, out, quick=args.quick, wait=not args.no_wait)
+        print(json.dumps(headline(results), indent=2))
+        print(f"wrote {out}")
+        return 0
+    folder = args.out or Path("benchmarks/results")
+    failed = []
+    for name in BENCHMARKS:
+        # Each in a process of its own: its memory figures are its own, and no model stays loaded between them.
+        out = folder / f"{name}{suffix}.json"
+        command = [sys.executable, "-m", "twinchat.cli", "bench", name, "--out", str(out)]
+        command += ["--quick"] * args.quick + ["--no-wait"] * args.no_wait
+        print(f"twinchat bench {name} ...", file=sys.stderr, flush=True)
+        if subprocess.run(command).returncode != 0:
+            failed.append(name)
+    if failed:
+        print(f"twinchat: error: benchmarks failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _show(args: argparse.Namespace) -> int:

@@ -1,0 +1,192 @@
+"""Ingest: events per second end to end against the raw encoder's sentences per second on the same texts.
+
+The end-to-end run is the CLI's import path: the Online Retail sample read by its shipped mapping (parse,
+validate), then ``TwinService.ingest_records`` (duplicate check, embed, store in Chroma, registry, profiles,
+consents, audit) into an empty TWINCHAT_HOME. The reference is the same texts through the same loaded
+SentenceTransformer with the embedder's settings, once before and once after the end-to-end run; their mean is
+the physical limit the pipeline is compared with. Loading the model is outside both.
+
+Both granularities of the shipped mappings are measured: one event per invoice line (short texts, about 2 % of
+them repeated, as real purchase lines are: the pipeline's overhead shows most) and one per invoice (the
+default of ``twinchat ingest``: long texts, the encoder dominates).
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks.core import (
+    Measured,
+    Stopwatch,
+    bench_settings,
+    in_child,
+    online_retail_csv,
+    peak_rss_mib,
+    per_second,
+    ratio,
+    rss_mib,
+    scratch,
+    settings_config,
+    share,
+    timed_embedder,
+)
+
+NAME = "ingest"
+VERSION = 1
+HEADLINE = (
+    "line.events_per_s",
+    "line.ratio_to_encoder",
+    "invoice.events_per_s",
+    "invoice.ratio_to_encoder",
+    "line.peak_rss_mib",
+)
+
+
+@dataclass(frozen=True)
+class Size:
+    rows: int | None  # rows of the Online Retail sample read, in file order (None: all of them)
+    granularities: tuple[str, ...] = ("line", "invoice")
+
+
+FULL = Size(rows=10_000)  # 2,410 customers, 6,165 invoices: minutes, not the hour all 40,000 take
+QUICK = Size(rows=300)
+
+
+def run(size: Size, *, progress: bool = True) -> Measured:
+    with scratch(NAME) as folder:
+        settings = bench_settings(folder / "home")
+        data = _first_rows(online_retail_csv(settings), size.rows, folder)
+        figures: dict[str, Any] = {}
+        reference: dict[str, Any] = {}
+        for per in size.granularities:
+            # A process each: Chroma keeps every collection it opened in memory, and the peak is per import.
+            reference[per], figures[per] = in_child(
+                _measure, str(data), per, str(folder / f"home-{per}"), progress
+            )
+    config = {
+        **asdict(size),
+        "data": data.name
+        if size.rows is None
+        else f"first {size.rows} rows of {online_retail_csv(settings).name}",
+        "settings": settings_config(settings),
+    }
+    notes = [
+        "events_per_s: events stored per second, from reading the file to the last write; ratio_to_encoder: "
+        "that over the raw encoder's sentences per second on the same texts (1.0: no overhead at all)",
+        "breakdown_s: encoder = time inside the embedder; chroma_write = Chroma's add without the encoder; "
+        "duplicate_check = reading stored ids; parse = reading and mapping the CSV; profiles = profile "
+        "updates; other = the registry (twins, consents, audit) and the rest",
+        "peak_rss_mib: the importing process's peak (the model, the raw encoder's runs and the import); "
+        "each granularity is measured in a process of its own",
+    ]
+    return Measured(figures, reference, config, notes)
+
+
+def _measure(data: str, per: str, home: str, progress: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The raw encoder, the import, the raw encoder again: the reference and the end-to-end figures."""
+    from twinchat.domain.readers import RawRecord
+    from twinchat.factory import make_embedder
+    from twinchat.importers.online_retail import OnlineRetailImport
+
+    settings = bench_settings(Path(home))
+    embedder = make_embedder(settings)
+    embedder.embed_batch(["warm-up: the model is loaded outside every timing"])
+    records = OnlineRetailImport(Path(data), per=per).records()  # type: ignore[arg-type]
+    texts = [r.record["text"] for r in records if isinstance(r, RawRecord)]
+    before = _encode(embedder, texts)
+    end_to_end = _pipeline(Path(data), per, embedder, settings, progress)
+    after = _encode(embedder, texts)
+    sentences_per_s = (before + after) / 2
+    reference = {
+        "what": "SentenceTransformer.encode over the same texts (embedder's batch size, normalized)",
+        "sentences": len(texts),
+        "sentences_per_s": round(sentences_per_s, 1),
+        "sentences_per_s_before": round(before, 1),
+        "sentences_per_s_after": round(after, 1),
+    }
+    end_to_end["distinct_texts"] = len(set(texts))
+    end_to_end["ratio_to_encoder"] = ratio(end_to_end["events_per_s"], sentences_per_s)
+    end_to_end["peak_rss_mib"] = peak_rss_mib()
+    return reference, end_to_end
+
+
+def _encode(embedder: Any, texts: list[str]) -> float:
+    """The raw encoder's sentences per second on these texts."""
+    model = embedder.model
+    started = time.perf_counter()
+    model.encode(texts, batch_size=embedder.batch_size, normalize_embeddings=True, show_progress_bar=False)
+    return len(texts) / (time.perf_counter() - started)
+
+
+def _pipeline(data: Path, per: str, embedder: Any, settings: Any, progress: bool) -> dict[str, Any]:
+    """The import path, end to end, with the time inside each part measured where it is spent."""
+    from twinchat.importers.online_retail import OnlineRetailImport
+    from twinchat.services import TwinService
+
+    encoder, parse, chroma, check, profiles = Stopwatch(), Stopwatch(), Stopwatch(), Stopwatch(), Stopwatch()
+    rss_before = rss_mib()
+    started = time.perf_counter()
+    service = TwinService.from_settings(settings, embedder=timed_embedder(embedder, encoder))
+    service.store.add_many = chroma.wrap(service.store.add_many)  # type: ignore[method-assign]
+    service.store.stored_texts = check.wrap(service.store.stored_texts)  # type: ignore[method-assign]
+    service._update_profiles = profiles.wrap(service._update_profiles)  # type: ignore[method-assign]
+    importer = OnlineRetailImport(data, per=per)  # type: ignore[arg-type]
+    report = service.ingest_records(_timed(importer.records(), parse), progress=progress, label=f"per {per}")
+    seconds = time.perf_counter() - started
+    if report.rejected or report.unreadable:
+        raise RuntimeError(
+            f"the Online Retail {per}s did not ingest cleanly: {report.to_dict()['rejected'][:3]}"
+        )
+    known = (
+        encoder.seconds
+        + parse.seconds
+        + (chroma.seconds - encoder.seconds)
+        + check.seconds
+        + profiles.seconds
+    )
+    return {
+        "events": report.stored,
+        "twins": len(report.new_twins),
+        "seconds": round(seconds, 2),
+        "events_per_s": per_second(report.stored, seconds, digits=1),
+        "sentences_encoded": encoder.items,  # fewer than events: a batch's repeated texts are encoded once
+        "breakdown_s": {
+            "encoder": round(encoder.seconds, 2),
+            "chroma_write": round(chroma.seconds - encoder.seconds, 2),
+            "duplicate_check": round(check.seconds, 2),
+            "parse": round(parse.seconds, 2),
+            "profiles": round(profiles.seconds, 2),
+            "other": round(seconds - known, 2),
+        },
+        "encoder_share": share(encoder.seconds, seconds),
+        "rss_growth_mib": round(rss_mib() - rss_before, 1),
+    }
+
+
+def _timed(records: Any, watch: Stopwatch) -> Any:
+    """The records, with the time spent producing each (reading and mapping the file) on ``watch``."""
+    iterator = iter(records)
+    while True:
+        with watch:
+            item = next(iterator, None)
+        if item is None:
+            return
+        yield item
+
+
+def _first_rows(path: Path, rows: int | None, folder: Path) -> Path:
+    """The file itself, or a copy of its header and first ``rows`` rows."""
+    if rows is None:
+        return path
+    part = folder / path.name
+    with path.open(encoding="utf-8-sig", newline="") as source, part.open("w", newline="") as target:
+        reader, writer = csv.reader(source), csv.writer(target)
+        for i, row in enumerate(reader):
+            if i > rows:
+                break
+            writer.writerow(row)
+    return part
