@@ -11,6 +11,7 @@ Questions the history does not answer are abstained from without an LLM call: th
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -163,7 +164,8 @@ def run(size: Size, *, progress: bool = True) -> Measured:
             )
             if progress:
                 print(
-                    f"{i + 1}/{len(asks)} {'abstained' if answer.abstained else 'answered'} in {total:.2f} s"
+                    f"{i + 1}/{len(asks)} {'abstained' if answer.abstained else 'answered'} in {total:.2f} s",
+                    file=sys.stderr,  # stdout is the headline's JSON
                 )
         rss_after = rss_mib()
 

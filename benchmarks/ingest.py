@@ -36,20 +36,20 @@ from benchmarks.core import (
 )
 
 NAME = "ingest"
-VERSION = 1
-HEADLINE = (
-    "line.events_per_s",
-    "line.ratio_to_encoder",
-    "invoice.events_per_s",
-    "invoice.ratio_to_encoder",
-    "line.peak_rss_mib",
-)
+VERSION = 2  # 2: figures per store layout, ``<layout>.<granularity>``
+HEADLINE = tuple(
+    f"{layout}.{per}.{figure}"
+    for layout in ("per-twin", "sharded")
+    for per in ("line", "invoice")
+    for figure in ("events_per_s", "ratio_to_encoder")
+) + ("per-twin.line.peak_rss_mib", "sharded.line.peak_rss_mib")
 
 
 @dataclass(frozen=True)
 class Size:
     rows: int | None  # rows of the Online Retail sample read, in file order (None: all of them)
     granularities: tuple[str, ...] = ("line", "invoice")
+    layouts: tuple[str, ...] = ("per-twin", "sharded")  # TWINCHAT_STORE_LAYOUT, each in a store of its own
 
 
 FULL = Size(rows=10_000)  # 2,410 customers, 6,165 invoices: minutes, not the hour all 40,000 take
@@ -62,11 +62,13 @@ def run(size: Size, *, progress: bool = True) -> Measured:
         data = _first_rows(online_retail_csv(settings), size.rows, folder)
         figures: dict[str, Any] = {}
         reference: dict[str, Any] = {}
-        for per in size.granularities:
-            # A process each: Chroma keeps every collection it opened in memory, and the peak is per import.
-            reference[per], figures[per] = in_child(
-                _measure, str(data), per, str(folder / f"home-{per}"), progress
-            )
+        for layout in size.layouts:
+            figures[layout], reference[layout] = {}, {}
+            for per in size.granularities:
+                # A process each: Chroma keeps the collections it opened in memory, and the peak is per import.
+                reference[layout][per], figures[layout][per] = in_child(
+                    _measure, str(data), per, layout, str(folder / f"home-{layout}-{per}"), progress
+                )
     config = {
         **asdict(size),
         "data": data.name
@@ -81,18 +83,22 @@ def run(size: Size, *, progress: bool = True) -> Measured:
         "duplicate_check = reading stored ids; parse = reading and mapping the CSV; profiles = profile "
         "updates; other = the registry (twins, consents, audit) and the rest",
         "peak_rss_mib: the importing process's peak (the model, the raw encoder's runs and the import); "
-        "each granularity is measured in a process of its own",
+        "each layout and granularity is measured in a process of its own, into an empty store",
+        "layouts: per-twin writes a Chroma collection per twin (a batch of 256 events touches about as many "
+        "collections as twins); sharded writes one add per shard and batch (TWINCHAT_STORE_LAYOUT=sharded)",
     ]
     return Measured(figures, reference, config, notes)
 
 
-def _measure(data: str, per: str, home: str, progress: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+def _measure(
+    data: str, per: str, layout: str, home: str, progress: bool
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """The raw encoder, the import, the raw encoder again: the reference and the end-to-end figures."""
     from twinchat.domain.readers import RawRecord
     from twinchat.factory import make_embedder
     from twinchat.importers.online_retail import OnlineRetailImport
 
-    settings = bench_settings(Path(home))
+    settings = bench_settings(Path(home), store_layout=layout)
     embedder = make_embedder(settings)
     embedder.embed_batch(["warm-up: the model is loaded outside every timing"])
     records = OnlineRetailImport(Path(data), per=per).records()  # type: ignore[arg-type]
@@ -132,10 +138,12 @@ def _pipeline(data: Path, per: str, embedder: Any, settings: Any, progress: bool
     started = time.perf_counter()
     service = TwinService.from_settings(settings, embedder=timed_embedder(embedder, encoder))
     service.store.add_many = chroma.wrap(service.store.add_many)  # type: ignore[method-assign]
-    service.store.stored_texts = check.wrap(service.store.stored_texts)  # type: ignore[method-assign]
+    service.store.stored_texts_many = check.wrap(service.store.stored_texts_many)  # type: ignore[method-assign]
     service._update_profiles = profiles.wrap(service._update_profiles)  # type: ignore[method-assign]
     importer = OnlineRetailImport(data, per=per)  # type: ignore[arg-type]
-    report = service.ingest_records(_timed(importer.records(), parse), progress=progress, label=f"per {per}")
+    report = service.ingest_records(
+        _timed(importer.records(), parse), progress=progress, label=f"{settings.store_layout}, per {per}"
+    )
     seconds = time.perf_counter() - started
     if report.rejected or report.unreadable:
         raise RuntimeError(

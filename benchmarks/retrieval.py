@@ -1,4 +1,6 @@
-"""Retrieval: one twin's evidence search with 100, 1,000 and 10,000 twins stored, and what the twins cost.
+"""Retrieval: one twin's evidence search with 100, 1,000 and 10,000 twins stored, and what the twins cost, in
+each store layout (``per-twin``: a Chroma collection per twin; ``sharded``: twins spread over a fixed number of
+collections, every read filtered on the twin), each built in a store folder of its own.
 
 The store grows in stages to each size. Every twin gets a synthetic history of 20 to 40 real Online Retail
 purchase lines (the shipped per-line mapping's events, drawn from a pool, each under the twin's own event ids),
@@ -17,6 +19,7 @@ sample of twins with questions never asked before (so every query is encoded):
 
 ``encode_query`` is the embedder's share of each: the reference measured in the same run. Memory is the
 searching process's resident size before and after opening the sampled twins; disk is the store's folder.
+Figures are under ``layouts.<layout>.sizes.<n>``.
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ from __future__ import annotations
 import json
 import random
 import resource
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +52,7 @@ from benchmarks.core import (
 )
 
 NAME = "retrieval"
-VERSION = 1
+VERSION = 2  # 2: figures per store layout
 PANEL = "bench"
 QUESTIONS = (
     "Have you ever bought {product}?",
@@ -67,6 +72,8 @@ class Size:
     pool: int = 3000  # distinct purchase lines the histories are drawn from
     sample: int = 200  # twins searched at each size
     seed: int = 0
+    layouts: tuple[str, ...] = ("per-twin", "sharded")  # each built and probed in a store of its own
+    shards: int = 16  # collections of the sharded layout
 
 
 FULL = Size(sizes=(100, 1000, 10000))
@@ -78,43 +85,65 @@ def run(size: Size, *, progress: bool = True) -> Measured:
         settings = bench_settings(folder / "home")
         pool = folder / "pool.json"
         pooled = _pool(online_retail_csv(settings), pool, size)
-        stages, figures = [], {}
-        built = 0
-        for n in size.sizes:
-            build = in_child(_build, str(folder / "home"), str(pool), built, n, size.events, size.seed)
-            stages.append({"from": built, "to": n, **build})
-            built = n
-            sample = random.Random(f"{size.seed}:{n}").sample(range(n), min(size.sample, n))
-            probe = in_child(_probe, str(folder / "home"), str(pool), [_twin(i) for i in sample], size.seed)
-            chroma, registry = disk_mib(folder / "home" / "chroma"), disk_mib(folder / "home" / "twinchat.db")
-            figures[str(n)] = {
-                **probe,
-                "disk_mib": round(chroma + registry, 2),
-                "disk_chroma_mib": chroma,
-                "disk_registry_mib": registry,
-                "disk_per_twin_kib": round((chroma + registry) * 1024 / n, 1),
-                "events": build["events_total"],
-            }
-            if progress:
-                repeat, first = figures[str(n)]["repeat"], figures[str(n)]["first"]
-                print(f"{n} twins: first p95 {first['p95']} ms, repeat p95 {repeat['p95']} ms", flush=True)
+        layouts = {
+            layout: _layout(folder / layout / "home", pool, size, layout, progress) for layout in size.layouts
+        }
     config = {**asdict(size), "settings": settings_config(settings), "pool": pooled}
     reference = {
-        "encode_query": {
-            str(n): figures[str(n)]["encode_query"] for n in size.sizes
-        },  # the encoder alone, same queries, same run
+        "encode_query": {  # the encoder alone, same queries, same run
+            layout: {n: figures["encode_query"] for n, figures in found["sizes"].items()}
+            for layout, found in layouts.items()
+        },
         "what": "the embedder's time encoding each query, inside the searches measured",
     }
     notes = [
         "first: a twin's first retrieve in the process (opens its collection, builds its lexical index); repeat: "
         "another question to the same twin; dense: MemoryStore.search alone; latencies in ms",
-        "rss_per_open_twin_mib: the searching process's growth per twin opened; Chroma keeps up to "
-        "open_files_limit / 5 collections loaded, so a server that touches every twin grows to "
-        "min(twins, that cap) times it",
+        f"layouts: per-twin keeps a collection per twin; sharded keeps {size.shards} collections and filters "
+        "every read on twin_id; each layout is built and probed in its own store folder, same twins, same "
+        "sample, same questions",
+        "rss_per_open_twin_mib: the searching process's growth per twin opened; the embedded Chroma keeps up to "
+        "collections_kept_loaded collections loaded (TWINCHAT_STORE_MEMORY_MIB / 5, at most open_files_limit / "
+        "5), so with the per-twin layout a server that touches every twin grows to min(twins, that cap) times "
+        "it; the sharded layout loads at most its shards",
         f"build: the twins are written with the pool's vectors looked up, not encoded; the writer's open files "
         f"are limited to {BUILD_OPEN_FILES} so it keeps at most {BUILD_OPEN_FILES // 5} collections loaded",
     ]
-    return Measured({"sizes": figures, "build": stages}, reference, config, notes)
+    return Measured({"layouts": layouts}, reference, config, notes)
+
+
+def _layout(home: Path, pool: Path, size: Size, layout: str, progress: bool) -> dict[str, Any]:
+    """Grow one layout's store through the sizes, probing it after each stage."""
+    stages, figures = [], {}
+    store: dict[str, Any] = {"layout": layout, "shards": size.shards}
+    built = 0
+    for n in size.sizes:
+        # in_child passes positions only: the layout goes in through partial (picklable, the functions being
+        # module-level).
+        build = in_child(partial(_build, **store), str(home), str(pool), built, n, size.events, size.seed)
+        stages.append({"from": built, "to": n, **build})
+        built = n
+        sample = random.Random(f"{size.seed}:{n}").sample(range(n), min(size.sample, n))
+        twins = [_twin(i) for i in sample]
+        probe = in_child(partial(_probe, **store), str(home), str(pool), twins, size.seed)
+        chroma, registry = disk_mib(home / "chroma"), disk_mib(home / "twinchat.db")
+        figures[str(n)] = {
+            **probe,
+            "disk_mib": round(chroma + registry, 2),
+            "disk_chroma_mib": chroma,
+            "disk_registry_mib": registry,
+            "disk_per_twin_kib": round((chroma + registry) * 1024 / n, 1),
+            "events": build["events_total"],
+        }
+        if progress:
+            repeat, first = figures[str(n)]["repeat"], figures[str(n)]["first"]
+            # stderr: stdout is the headline's JSON
+            print(
+                f"{layout}, {n} twins: first p95 {first['p95']} ms, repeat p95 {repeat['p95']} ms",
+                file=sys.stderr,
+                flush=True,
+            )
+    return {"sizes": figures, "build": stages}
 
 
 def _twin(i: int) -> str:
@@ -122,10 +151,20 @@ def _twin(i: int) -> str:
 
 
 def headline_paths(figures: dict[str, Any]) -> list[str]:
-    """p95 of a twin's first and repeated search at each size; disk and memory per twin at the largest."""
+    """p95 of a twin's first and repeated search at each size, per layout; disk and memory per twin at the
+    largest. (Results of version 1, one layout, have their sizes at the top.)"""
+    if "layouts" not in figures:
+        return _size_paths("", figures)
+    return [
+        p for layout, found in figures["layouts"].items() for p in _size_paths(f"layouts.{layout}.", found)
+    ]
+
+
+def _size_paths(prefix: str, figures: dict[str, Any]) -> list[str]:
     sizes = list(figures["sizes"])
-    paths = [f"sizes.{n}.{kind}.p95" for n in sizes for kind in ("first", "repeat")]
-    return paths + [f"sizes.{sizes[-1]}.disk_per_twin_kib", f"sizes.{sizes[-1]}.rss_per_open_twin_mib"]
+    paths = [f"{prefix}sizes.{n}.{kind}.p95" for n in sizes for kind in ("first", "repeat")]
+    last = f"{prefix}sizes.{sizes[-1]}"
+    return paths + [f"{last}.disk_per_twin_kib", f"{last}.rss_per_open_twin_mib"]
 
 
 # --- the pool and the twins ----------------------------------------------------------------------------------
@@ -164,7 +203,15 @@ def _histories(
 
 
 def _build(
-    home: str, pool_path: str, start: int, stop: int, events: tuple[int, int], seed: int
+    home: str,
+    pool_path: str,
+    start: int,
+    stop: int,
+    events: tuple[int, int],
+    seed: int,
+    *,
+    layout: str = "per-twin",
+    shards: int = 16,
 ) -> dict[str, Any]:
     """Write twins ``start`` to ``stop`` into the store at ``home``; how long it took and what it holds."""
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -181,7 +228,8 @@ def _build(
         def embed_batch(self, texts: Sequence[str]) -> list[list[float]]:
             return [known[t] for t in texts]
 
-    service = TwinService.from_settings(bench_settings(Path(home)), embedder=PoolVectors())
+    settings = bench_settings(Path(home), store_layout=layout, store_shards=shards)
+    service = TwinService.from_settings(settings, embedder=PoolVectors())
     started = time.perf_counter()
     report = service.ingest_records(_histories(pool["records"], start, stop, events, seed), panel=PANEL)
     seconds = time.perf_counter() - started
@@ -200,12 +248,14 @@ def _build(
 # --- searching -----------------------------------------------------------------------------------------------
 
 
-def _probe(home: str, pool_path: str, twins: list[str], seed: int) -> dict[str, Any]:
+def _probe(
+    home: str, pool_path: str, twins: list[str], seed: int, *, layout: str = "per-twin", shards: int = 16
+) -> dict[str, Any]:
     """Search the sampled twins from a fresh process; latencies, the encoder's share, memory."""
     from twinchat.factory import make_embedder
     from twinchat.services import TwinService
 
-    settings = bench_settings(Path(home))
+    settings = bench_settings(Path(home), store_layout=layout, store_shards=shards)
     products = sorted(
         {r["product"] for r in json.loads(Path(pool_path).read_text())["records"] if "product" in r}
     )
@@ -251,5 +301,5 @@ def _probe(home: str, pool_path: str, twins: list[str], seed: int) -> dict[str, 
         "rss_after_mib": rss_after,
         "rss_per_open_twin_mib": round((rss_after - rss_ready) / len(twins), 3),
         "open_files_limit": soft,
-        "collections_kept_loaded": soft // 5,
+        "collections_kept_loaded": min(soft // 5, max(16, settings.store_memory_mib // 5)),
     }

@@ -62,7 +62,11 @@ def run(size: Size, *, progress: bool = True) -> Measured:
                 ui.append(time.perf_counter() - started)
                 rss.append(_rss_mib(server.process.pid))
             if progress:
-                print(f"serve {i + 1}/{size.serve_runs}: API {api[-1]:.2f} s, UI {ui[-1]:.2f} s", flush=True)
+                print(
+                    f"serve {i + 1}/{size.serve_runs}: API {api[-1]:.2f} s, UI {ui[-1]:.2f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
     figures = {
         "help_s": summary(helps),

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from twinchat.config import Settings
     from twinchat.domain.control import Use
+    from twinchat.ports import KeyStore
     from twinchat.services import IngestReport, TwinService
 
 MAX_PROBLEMS_SHOWN = 50
@@ -246,9 +247,31 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("key_id", metavar="KEY_ID")
     k.set_defaults(run=_keys_revoke)
 
+    p = sub.add_parser("store", help="the vector store: its layout, and moving it to the other layout")
+    store = p.add_subparsers(dest="store_command", metavar="ACTION", required=True)
+    s = store.add_parser("info", help="layout, shards, collections, twins and events of the store")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(run=_store_info)
+    s = store.add_parser(
+        "migrate",
+        help="move the store to another layout, copying embeddings (safe to run again if stopped)",
+    )
+    s.add_argument("--to", required=True, choices=["per-twin", "sharded"], help="the layout to move to")
+    s.add_argument(
+        "--shards", type=int, help="collections of the sharded layout (default TWINCHAT_STORE_SHARDS)"
+    )
+    s.add_argument("--json", action="store_true", help="print the report as JSON")
+    s.set_defaults(run=_store_migrate)
+
     p = sub.add_parser("serve", help="serve the HTTP API")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="API processes on the port (more than 1 needs TWINCHAT_STORE=chroma+http://...; serves no UI)",
+    )
     p.set_defaults(run=_serve)
 
     p = sub.add_parser("ui", help="serve only the research studio (/studio) and customer portal (/portal)")
@@ -864,17 +887,91 @@ def _keys_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(args: argparse.Namespace) -> int:
-    from twinchat.api.app import serve
+def _store_info(args: argparse.Namespace) -> int:
+    from twinchat.adapters.chroma_migrate import store_info
+    from twinchat.adapters.chroma_store import layout_mismatch
+    from twinchat.factory import make_store_client
 
-    service = _service()
-    if not any(k.active for k in service.keys.list_keys()):
+    settings = _settings()
+    info = store_info(make_store_client(settings))
+    if args.json:
+        print(json.dumps({"store": settings.store_spec, **info.to_dict()}, indent=2))
+        return 0
+    shards = f" ({info.shards} shards)" if info.layout == "sharded" else ""
+    print(f"store {settings.store_spec}: {info.layout}{shards}")
+    print(f"{info.collections} collections, {info.twins} twins, {info.events} events")
+    if info.leftovers:
+        print(
+            f"{len(info.leftovers)} collections left by an unfinished migration: run it again to remove them"
+        )
+    configured = (settings.store_layout, settings.store_shards if settings.store_layout == "sharded" else 0)
+    if (info.layout, info.shards) != configured:
+        print(f"note: {layout_mismatch((info.layout, info.shards), configured)}", file=sys.stderr)
+    return 0
+
+
+def _store_migrate(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from twinchat.adapters.chroma_migrate import migrate, store_info
+    from twinchat.factory import make_store_client
+
+    settings = _settings()
+    shards = args.shards or settings.store_shards
+    client = make_store_client(settings)
+    before = store_info(client)
+    with tqdm(total=before.collections, unit="collection", disable=args.json, file=sys.stderr) as bar:
+        report = migrate(client, to=args.to, shards=shards, progress=lambda name, n: bar.update(1))
+    env = f"TWINCHAT_STORE_LAYOUT={report.target}" + (
+        f" TWINCHAT_STORE_SHARDS={report.target_shards}" if report.target == "sharded" else ""
+    )
+    if args.json:
+        print(json.dumps({"store": settings.store_spec, **report.to_dict(), "set": env}, indent=2))
+        return 0
+
+    def layout(name: str, n: int) -> str:
+        return f"sharded ({n} shards)" if name == "sharded" else name
+
+    target = layout(report.target, report.target_shards)
+    if report.already:
+        print(f"the store is already {target}: {report.twins} twins, {report.events} events")
+    else:
+        print(
+            f"moved {report.twins} twins and {report.events} events from "
+            f"{layout(report.source, report.source_shards)} to {target}: {report.copied} records copied with "
+            "their embeddings, every twin's count verified"
+        )
+    if report.removed:
+        print(f"removed {len(report.removed)} collections of the old layout")
+    print(f"from now on set {env}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from twinchat.api.app import check_workers, serve
+
+    settings = _settings()
+    try:
+        check_workers(settings, args.workers)
+    except ValueError as exc:
+        print(f"twinchat: error: {exc}", file=sys.stderr)
+        return 2
+    # With several workers each builds its own service; this process only supervises them.
+    service = _service(settings) if args.workers == 1 else None
+    keys = service.keys if service is not None else _keys_only(settings)
+    if not any(k.active for k in keys.list_keys()):
         print(
             "no API keys yet: every request will get 401; `twinchat keys create --role ROLE` makes one",
             file=sys.stderr,
         )
-    serve(service.settings, host=args.host, port=args.port, service=service)
+    serve(settings, host=args.host, port=args.port, service=service, workers=args.workers)
     return 0
+
+
+def _keys_only(settings: Settings) -> KeyStore:
+    from twinchat import factory
+
+    return factory.make_keys(settings)
 
 
 def _ui(args: argparse.Namespace) -> int:

@@ -27,6 +27,17 @@ class Settings(BaseSettings):
     llm: str = Field(default="local:smollm2", description="local:smollm2, local:/path.gguf or openai:<model>")
     embedder: str = Field(default="sentence-transformers:all-MiniLM-L6-v2")
     store: str = Field(default="", description="chroma:<path> or chroma+http://host:port; default under home")
+    # How twins lie in the store (twinchat.adapters.chroma_store): one collection each, or spread over a fixed
+    # number of shards. A store records its layout; `twinchat store migrate` converts one to the other.
+    store_layout: Literal["per-twin", "sharded"] = Field(
+        default="per-twin", description="per-twin: a collection per twin; sharded: store_shards collections"
+    )
+    store_shards: int = Field(default=16, ge=1, le=4096, description="Collections of the sharded layout.")
+    store_memory_mib: int = Field(
+        default=1024,
+        ge=16,
+        description="Memory an embedded store keeps for loaded collections (about 5 MiB each).",
+    )
     database: str = Field(default="", description="SQLAlchemy URL for metadata; default SQLite under home")
 
     # The OpenAI-compatible endpoint; the SDK's own variable names are honoured too.

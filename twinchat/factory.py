@@ -22,15 +22,24 @@ def make_embedder(settings: Settings) -> Embedder:
 
 
 def make_store(settings: Settings, embedder: Embedder) -> MemoryStore:
-    from twinchat.adapters.chroma_store import ChromaMemoryStore, make_client
+    from twinchat.adapters.chroma_store import ChromaMemoryStore, ShardedChromaMemoryStore
     from twinchat.adapters.embedders import CachedEmbeddings
+
+    client = make_store_client(settings)
+    embeddings = CachedEmbeddings(embedder, cache_size=4 * settings.batch_size)
+    if settings.store_layout == "sharded":
+        return ShardedChromaMemoryStore(client, embeddings, shards=settings.store_shards)
+    return ChromaMemoryStore(client, embeddings)
+
+
+def make_store_client(settings: Settings):  # type: ignore[no-untyped-def]
+    """The chromadb client of the configured store (for `twinchat store`, which needs no embedder)."""
+    from twinchat.adapters.chroma_store import make_client
 
     spec = settings.store_spec
     if spec.startswith("chroma:"):
         settings.home.mkdir(parents=True, exist_ok=True)
-    return ChromaMemoryStore(
-        make_client(spec), CachedEmbeddings(embedder, cache_size=4 * settings.batch_size)
-    )
+    return make_client(spec, memory_mib=settings.store_memory_mib)
 
 
 def make_keys(settings: Settings) -> KeyStore:

@@ -2,8 +2,10 @@
 
 Jobs run in a small thread pool of the process that accepted them. Each job's status and records are written
 under ``TWINCHAT_HOME/jobs`` (``<id>.json``, ``<id>.jsonl``), so a finished result can still be downloaded after
-a restart. Results hold what twins said and cited: erasing a twin removes its records from every result
-(``erase_twin``, called by ``TwinService.erase``), and a job's owner can delete the job.
+a restart, and any API worker sharing the home can report a job's progress and serve its result (the status
+names the process running it, and its progress is saved as it goes). Results hold what twins said and cited:
+erasing a twin removes its records from every result (``erase_twin``, called by ``TwinService.erase``), and a
+job's owner can delete the job.
 
 >>> job = SurveyJob("job_0123456789abcdef", "k1", "research", questions=2, twins=3, created_at=now())
 >>> job.status, job.total, job.finished
@@ -19,7 +21,10 @@ import logging
 import os
 import re
 import secrets
+import socket
 import threading
+import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -54,6 +59,8 @@ WORKERS = 2
 _JOB_ID = re.compile(r"job_[0-9a-f]{16}")
 # Result files are rewritten by erasure and by a job's end; one lock per process keeps the two apart.
 _FILES = threading.RLock()
+# How often a running job saves its progress for the other workers to read.
+PROGRESS_EVERY_S = 0.5
 
 
 class JobNotFound(LookupError):
@@ -142,6 +149,7 @@ class SurveyJobs:
         self._futures: dict[str, Future[None]] = {}
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
+        _INSTANCES.add(self)
 
     def submit(
         self, questions: Sequence[Question], twin_ids: Sequence[str], *, use: Use, owner: str
@@ -151,7 +159,7 @@ class SurveyJobs:
             f"job_{secrets.token_hex(8)}", owner, use.purpose, len(questions), len(twin_ids), created_at=now()
         )
         self.folder.mkdir(parents=True, exist_ok=True)
-        self._save(job)
+        self._save(job, create=True)
         with self._lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="survey-job")
@@ -216,6 +224,7 @@ class SurveyJobs:
         job.status, job.started_at = "running", now()
         self._save(job)
         refused: list[str] = []
+        saved = time.monotonic()
         partial = self._partial_path(job.job_id)
         # The outcome is published only with the result files (in _finish): a reader never sees "done" first.
         outcome = "done"
@@ -226,6 +235,9 @@ class SurveyJobs:
                         self._count_refused(job, refused, twin_ids)
                     out.write(json.dumps(record, ensure_ascii=False) + "\n")
                     job.done += 1
+                    if time.monotonic() - saved > PROGRESS_EVERY_S:
+                        self._save(job)  # deleted by another worker: the job sees it here and stops
+                        saved = time.monotonic()
                     if job.cancel.is_set():
                         outcome = "cancelled"
                         job.errors.append("cancelled before it finished")
@@ -246,8 +258,8 @@ class SurveyJobs:
     def _finish(self, job: SurveyJob, outcome: str) -> None:
         partial = self._partial_path(job.job_id)
         with _FILES:
-            if job.deleted:
-                job.status = outcome
+            if job.deleted or not self._status_path(job.job_id).exists():  # deleted here or by another worker
+                job.deleted, job.status = True, outcome
                 self._remove_files(job.job_id)
                 self._forget(job)
                 return
@@ -283,18 +295,29 @@ class SurveyJobs:
     def _partial_path(self, job_id: str) -> Path:
         return self.folder / f"{job_id}.jsonl.part"
 
-    def _save(self, job: SurveyJob, *, status: str | None = None) -> None:
+    def _save(self, job: SurveyJob, *, status: str | None = None, create: bool = False) -> None:
         with _FILES:
+            path = self._status_path(job.job_id)
+            if not create and not job.deleted and not path.exists():
+                # Another worker deleted the job (its owner asked there): stop it, write nothing back.
+                job.deleted = True
+                job.cancel.set()
             if not job.deleted:
-                data = {**job.to_dict(), "owner": job.owner, **({"status": status} if status else {})}
-                _write_atomic(self._status_path(job.job_id), json.dumps(data))
+                data = {
+                    **job.to_dict(),
+                    "owner": job.owner,
+                    "runner": {"host": socket.gethostname(), "pid": os.getpid()},
+                    **({"status": status} if status else {}),
+                }
+                _write_atomic(path, json.dumps(data))
 
     def _load(self, job_id: str) -> SurveyJob | None:
         try:
-            job = SurveyJob.from_dict(json.loads(self._status_path(job_id).read_text(encoding="utf-8")))
+            data = json.loads(self._status_path(job_id).read_text(encoding="utf-8"))
+            job = SurveyJob.from_dict(data)
         except (FileNotFoundError, ValueError, KeyError, TypeError):
             return None
-        if not job.finished:
+        if not job.finished and not _running_elsewhere(data.get("runner"), job_id):
             # Not running here, and jobs run only in the process that accepted them: that process stopped.
             job.status = "failed"
             job.errors.append("interrupted: the API process running it stopped before it finished")
@@ -304,6 +327,27 @@ class SurveyJobs:
         with _FILES:
             for path in (self._status_path(job_id), self._result_path(job_id), self._partial_path(job_id)):
                 path.unlink(missing_ok=True)
+
+
+# Every SurveyJobs of this process: two apps in one process (tests, an embedding application) are two workers.
+_INSTANCES: weakref.WeakSet[SurveyJobs] = weakref.WeakSet()
+
+
+def _running_elsewhere(runner: Any, job_id: str) -> bool:
+    """Whether the process named in a job's status (another API worker) is still alive to run it."""
+    if not isinstance(runner, dict):
+        return False  # written before runners were named
+    if runner.get("pid") == os.getpid():
+        return any(job_id in jobs._jobs for jobs in list(_INSTANCES))
+    if runner.get("host") != socket.gethostname():
+        return True  # another machine's worker, sharing the home: its status is all there is to go by
+    try:
+        os.kill(int(runner["pid"]), 0)
+    except (ProcessLookupError, ValueError, KeyError, TypeError):
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _refusals(reasons: Iterable[str], twin_ids: Sequence[str]) -> list[dict[str, str | None]]:

@@ -81,6 +81,10 @@ class MemoryStore(ABC):
     def stored_texts(self, twin_id: str, event_ids: Sequence[str]) -> dict[str, str]:
         """The text stored under each of these ids that exists in the twin's collection."""
 
+    def stored_texts_many(self, event_ids_by_twin: dict[str, list[str]]) -> dict[str, dict[str, str]]:
+        """:meth:`stored_texts` for several twins at once (a store may answer in fewer calls)."""
+        return {t: self.stored_texts(t, ids) for t, ids in event_ids_by_twin.items()}
+
     @abstractmethod
     def search(self, twin_id: str, query: str, *, k: int) -> list[Memory]:
         """The k memories nearest the query, best first; only ever from this twin's collection."""
@@ -90,6 +94,10 @@ class MemoryStore(ABC):
 
     @abstractmethod
     def count(self, twin_id: str) -> int: ...
+
+    def counts(self, twin_ids: Sequence[str]) -> dict[str, int]:
+        """:meth:`count` for several twins at once (a store may answer in fewer calls)."""
+        return {t: self.count(t) for t in twin_ids}
 
     @abstractmethod
     def delete_twin(self, twin_id: str) -> None: ...

@@ -265,8 +265,14 @@ class TwinService:
                     )
         known = {t: twins[t] is not None for t in by_twin}
         fresh: dict[str, list[Event]] = {}
+        # Event ids found stored already: by this run's earlier batches, an earlier run, or a killed run.
+        already: dict[str, list[str]] = {}
+        # Twins the registry does not know are checked too: a run killed after its store write left them there.
+        stored_by_twin = self.store.stored_texts_many(
+            {t: [e.event_id for _, e in i] for t, i in by_twin.items()}
+        )
         for twin_id, items in by_twin.items():
-            stored = self.store.stored_texts(twin_id, [e.event_id for _, e in items])
+            stored = stored_by_twin[twin_id]
             for raw, event in items:
                 previous = stored.get(event.event_id)
                 if previous is None:
@@ -274,6 +280,7 @@ class TwinService:
                     stored[event.event_id] = event.text  # a repeat later in the same batch is a duplicate
                 elif previous == event.text:
                     report.duplicates += 1
+                    already.setdefault(twin_id, []).append(event.event_id)
                 else:
                     # Never overwrite what is stored: the record is refused, the stored event kept.
                     report.rejected.append(
@@ -285,19 +292,14 @@ class TwinService:
                             raw.item,
                         )
                     )
-        # Structured answers first: idempotent by event id, so a run stopped between the two writes heals.
+        # The writes are ordered, and each is idempotent or derived from what the store holds, so that a run
+        # killed between any two of them heals when it is run again (tests/integration/test_crash_safety.py).
+        # Structured answers first: idempotent by event id.
         self.registry.add_survey_answers(
             [a for events in fresh.values() for e in events if (a := survey_answer_of(e)) is not None]
         )
-        self.store.add_many(fresh)
-        report.stored += sum(len(events) for events in fresh.values())
-        # Counts are read back from the store, so a run interrupted between the two writes heals on re-run.
-        counts = {t: self.store.count(t) for t in by_twin}
-        self.registry.touch_twins(counts, panel=panel, synthetic=synthetic)
-        self._update_profiles(fresh, counts)
-        report.twins_touched.update(by_twin)
+        # Default consents before the twin exists in the registry: once it does, a re-run sees it as known.
         created = [t for t, was_known in known.items() if not was_known]
-        report.new_twins.update(created)
         if created:
             at = now()
             self.registry.set_consents(
@@ -308,14 +310,68 @@ class TwinService:
                 ],
                 only_if_absent=True,
             )
+        self.store.add_many(fresh)
+        report.stored += sum(len(events) for events in fresh.values())
+        self._settle({t: twins[t] for t in by_twin}, fresh, panel=panel, synthetic=synthetic)
+        report.twins_touched.update(by_twin)
+        report.new_twins.update(created)
         if audit_as is not None:
+            unaudited = self._unaudited(already) if already else {}
             self.registry.record(
                 [
-                    AuditEntry(now(), audit_as, "ingest", t, SELF, [], {"stored": len(e)})
-                    for t, e in fresh.items()
-                    if e
+                    AuditEntry(now(), audit_as, "ingest", t, SELF, ids, {"stored": len(ids)})
+                    for t in sorted(set(fresh) | set(unaudited))
+                    if (ids := [e.event_id for e in fresh.get(t, [])] + unaudited.get(t, []))
                 ]
             )
+
+    def _settle(
+        self,
+        twins: dict[str, Twin | None],
+        fresh: dict[str, list[Event]],
+        *,
+        panel: str | None,
+        synthetic: bool,
+    ) -> None:
+        """Write each twin's count and profile as derived from the store, until the store holds still.
+
+        ``twins``: the batch's twins as the registry had them before the batch. Counts are read back from the
+        store rather than added up, so a run killed after the store write heals when run again. Another
+        process (an API worker) may store events for the same twin and write a count it read before ours:
+        whoever writes last counts again after writing, and writes again when the count moved.
+        """
+        counts = self.store.counts(list(twins))
+        due = {
+            t: n
+            for t, n in counts.items()
+            if (twin := twins[t]) is None or twin.n_events != n or t in fresh or panel is not None
+        }
+        for _ in range(5):
+            self.registry.touch_twins(due, panel=panel, synthetic=synthetic)
+            self._update_profiles(fresh, counts)
+            moved = {t: n for t, n in self.store.counts(list(due)).items() if n != due[t]}
+            if not moved:
+                return
+            counts = due = moved
+            fresh = {}  # the profiles of the twins that moved are rebuilt from the store
+
+    def _unaudited(self, stored: dict[str, list[str]]) -> dict[str, list[str]]:
+        """Of events found already stored, those no ingestion audit entry names: stored by a run killed before
+        it wrote its audit. Twins audited before entries named their events are left as they are."""
+        missing: dict[str, list[str]] = {}
+        for twin_id, event_ids in stored.items():
+            named: set[str] = set()
+            for entry in self.registry.audit_entries(twin_id=twin_id):
+                if entry.action == "ingest":
+                    if not entry.evidence and entry.detail.get("stored"):
+                        named = set(event_ids)  # an entry from before events were named: cannot tell
+                        break
+                    named.update(entry.evidence)
+                elif entry.action == "correct" and "correction" in entry.detail:
+                    named.add(entry.detail["correction"])
+            if gap := [e for e in event_ids if e not in named]:
+                missing[twin_id] = gap
+        return missing
 
     def import_mapped(
         self, importer: MappedImport, *, panel: str | None = None, progress: bool = False
@@ -393,18 +449,23 @@ class TwinService:
         return profile
 
     def _update_profiles(self, fresh: dict[str, list[Event]], counts: dict[str, int]) -> None:
-        """Fold just-stored events into each twin's profile: the cost follows the new events only."""
-        stored = self.registry.get_profiles([t for t, events in fresh.items() if events])
+        """Bring the profiles of these twins up to their stored event ``counts``: fold in the just-stored
+        ``fresh`` events when the profile held all the others (the cost follows the new events only),
+        otherwise rebuild it from the store, once."""
+        stored = self.registry.get_profiles(list(counts))
         updated: dict[str, dict[str, Any]] = {}
-        for twin_id, events in fresh.items():
-            if not events:
-                continue
-            profile = _profile_from(stored.get(twin_id)) or Profile()
-            if profile.n_events + len(events) == counts[twin_id]:
+        for twin_id, count in counts.items():
+            profile = _profile_from(stored.get(twin_id))
+            if count == 0 or (profile is not None and profile.n_events == count):
+                continue  # up to date, whoever wrote it: this process or another that stored later
+            events = fresh.get(twin_id, [])
+            if profile is None and len(events) == count:
+                profile = update_profile(Profile(), events)  # a new twin: its events are all here
+            elif profile is not None and events and profile.n_events + len(events) == count:
                 profile = update_profile(profile, events)
             else:
-                # The profile missed events (stored before profiles existed, under another profile version,
-                # or by a run stopped before this write): rebuild it from the store, once.
+                # The profile missed events: stored before profiles existed, under another profile version,
+                # by a run killed before this write, or by another process at the same time.
                 profile = update_profile(Profile(), self.store.events(twin_id))
             updated[twin_id] = self._summarized(profile).to_dict()
         self.registry.save_profiles(updated)

@@ -4,3 +4,7 @@ Gradio apps over TwinService and nothing else: consent, audit and roles apply to
 every HTTP request. ``ui.server.mount(app, service)`` adds both to a FastAPI app (``twinchat serve``);
 ``twinchat ui`` serves them alone.
 """
+
+from ui.gradio_startup import install as _install_gradio_startup
+
+_install_gradio_startup()

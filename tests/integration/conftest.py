@@ -186,3 +186,31 @@ def served(service: TwinService, **app_options: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@pytest.fixture
+def chroma_server(tmp_path: Path) -> Iterator[str]:
+    """A real Chroma server (`chroma run`) on a free loopback port over a temporary folder; yields the store
+    spec, ``chroma+http://127.0.0.1:PORT``. Its process group is stopped afterwards."""
+    port = free_port()
+    chroma = Path(PYTHON).parent / "chroma"
+    process = subprocess.Popen(
+        [
+            str(chroma),
+            "run",
+            "--path",
+            str(tmp_path / "chroma-server"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # stop() signals the group
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/api/v2/heartbeat", process=process)
+        yield f"chroma+http://127.0.0.1:{port}"
+    finally:
+        stop(process)

@@ -1,5 +1,6 @@
 """Erasing a twin leaves no trace of the customer in any file under TWINCHAT_HOME: Chroma's SQLite file (free
-pages and full-text index included), Chroma's vector segment folders, and the registry's SQLite file."""
+pages and full-text index included), Chroma's vector segment folders, and the registry's SQLite file; in both
+store layouts (the sharded one rebuilds the twin's shard without it)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from twinchat import factory
-from twinchat.adapters.chroma_store import ChromaMemoryStore, make_client
+from twinchat.adapters.chroma_store import ChromaMemoryStore, ShardedChromaMemoryStore, make_client
 from twinchat.adapters.embedders import CachedEmbeddings, SentenceTransformerEmbedder
 from twinchat.adapters.sql_registry import SqlTwinRegistry
 from twinchat.config import Settings
@@ -18,6 +19,7 @@ from twinchat.domain.control import LOCAL_CUSTOMER, AuditEntry
 from twinchat.domain.events import Event
 from twinchat.domain.readers import RawRecord
 from twinchat.domain.sessions import now
+from twinchat.ports import MemoryStore
 from twinchat.services import TwinService
 from twinchat.testing import FakeChatModel, HashEmbedder, WordCounter
 
@@ -64,10 +66,13 @@ def files_holding(home: Path, needles: dict[str, bytes]) -> dict[str, list[str]]
     return found
 
 
-@pytest.fixture
-def service(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> TwinService:
+@pytest.fixture(params=["per-twin", "sharded"])
+def service(
+    request: pytest.FixtureRequest, tmp_path: Path, embedder: SentenceTransformerEmbedder
+) -> TwinService:
     # The real store, registry and embedder on disk; a scripted chat model, whose reply reaches the sessions.
-    settings = Settings(home=tmp_path / "home")
+    # One shard: the erased twin shares it with the kept one, so the shard must be rebuilt without it.
+    settings = Settings(home=tmp_path / "home", store_layout=request.param, store_shards=1)
     return TwinService(
         settings,
         store=factory.make_store(settings, embedder),
@@ -115,20 +120,35 @@ def test_erasing_a_twin_leaves_none_of_its_history_in_any_file(
     assert service.ask(other, "Was the cake stand chipped?").citations
 
 
-def test_a_local_store_keeps_no_folder_or_page_of_a_deleted_twin(tmp_path: Path) -> None:
+@pytest.mark.parametrize("layout", ["per-twin", "sharded"])
+def test_a_local_store_keeps_no_folder_or_page_of_a_deleted_twin(tmp_path: Path, layout: str) -> None:
     # Past Chroma's HNSW sync threshold (1000) the vectors and ids are written to a per-collection folder.
-    store = ChromaMemoryStore(make_client(f"chroma:{tmp_path}"), CachedEmbeddings(HashEmbedder()))
+    embedder = HashEmbedder()
+    client = make_client(f"chroma:{tmp_path}")
+    store: MemoryStore = (
+        ShardedChromaMemoryStore(client, CachedEmbeddings(embedder), shards=1)  # both twins in one shard
+        if layout == "sharded"
+        else ChromaMemoryStore(client, CachedEmbeddings(embedder))
+    )
     token = uuid.uuid4().hex
-    for twin, n in ((f"gone-{token}", 1100), (f"kept-{token}", 3)):
+    gone, kept = f"gone-{token}", f"kept-{token}"
+    for twin, n in ((gone, 1100), (kept, 3)):
         store.add(twin, [Event(twin, f"bought mug {i} {twin}", f"ev-{twin}-{i}") for i in range(n)])
     assert any(f"ev-gone-{token}".encode() in p.read_bytes() for p in tmp_path.rglob("*.pickle"))
+    # Whole vectors: the hash embedder gives words the twins share the same dimensions.
+    vectors = {
+        f"vector {i}": struct.pack("<256f", *embedder.embed(f"bought mug {i} {gone}")) for i in (0, 1099)
+    }
+    assert all(files_holding(tmp_path, vectors).values()), "the vectors were not found before the erasure"
 
-    store.delete_twin(f"gone-{token}")
+    store.delete_twin(gone)
 
     # Not only the deleted collection's folder: the kept twin's index, created after the other twin's texts
     # passed through memory, was written with unused slots that can hold them.
-    assert files_holding(tmp_path, {"gone": f"gone-{token}".encode()}) == {"gone": []}
-    assert store.count(f"kept-{token}") == 3 and store.count(f"gone-{token}") == 0
+    left = files_holding(tmp_path, {"gone": gone.encode(), **vectors})
+    assert left == {"gone": [], **{name: [] for name in vectors}}
+    assert store.count(kept) == 3 and store.count(gone) == 0
+    assert [m.event.customer_id for m in store.search(kept, "bought mug", k=5)] == [kept] * 3
 
 
 def test_forgotten_texts_leave_the_embedding_cache() -> None:

@@ -109,11 +109,14 @@ def test_every_benchmark_declares_its_sizes_and_headline() -> None:
 def test_the_headline_picks_its_paths_out_of_the_figures() -> None:
     results = {
         "benchmark": "ingest",
-        "figures": {"line": {"events_per_s": 900.0, "ratio_to_encoder": 0.9, "peak_rss_mib": 800.0}},
+        "figures": {
+            "per-twin": {"line": {"events_per_s": 900.0, "ratio_to_encoder": 0.9, "peak_rss_mib": 800.0}}
+        },
     }
     found = headline(results)
-    assert found["line.events_per_s"] == 900.0 and found["line.peak_rss_mib"] == 800.0
-    assert found["invoice.events_per_s"] is None  # absent: shown as missing, not an error
+    assert found["per-twin.line.events_per_s"] == 900.0 and found["per-twin.line.peak_rss_mib"] == 800.0
+    assert found["per-twin.invoice.events_per_s"] is None  # absent: shown as missing, not an error
+    assert found["sharded.line.events_per_s"] is None
 
 
 def test_retrieval_headline_follows_the_sizes_measured() -> None:

@@ -1,4 +1,8 @@
-"""Chroma memory store: one collection per twin, used through LangChain's Chroma vector store.
+"""Chroma memory stores, used through LangChain's Chroma vector store, in one of two layouts.
+
+``per-twin`` (:class:`ChromaMemoryStore`) keeps one collection per twin; ``sharded``
+(:class:`ShardedChromaMemoryStore`) spreads twins over a fixed number of collections, each record carrying its
+``twin_id`` and every read filtering on it. The store records its layout (:func:`check_layout`).
 
 ``chroma:<path>`` is an embedded persistent client; ``chroma+http://host:port`` a Chroma server
 (``chroma run``). Both behave the same.
@@ -6,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -14,7 +19,9 @@ import sqlite3
 import struct
 import threading
 import uuid
-from collections.abc import Sequence
+import warnings
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 from contextlib import closing
 from datetime import datetime
 from pathlib import Path
@@ -34,8 +41,83 @@ def collection_name(twin_id: str) -> str:
     return f"twin-{slug}-{hashlib.sha1(twin_id.encode()).hexdigest()[:10]}"
 
 
-def make_client(spec: str):  # type: ignore[no-untyped-def]
-    """A chromadb client for ``chroma:<path>`` or ``chroma+http(s)://host:port``, telemetry off."""
+LAYOUTS = ("per-twin", "sharded")
+# A collection holding no records: its metadata says how the store is laid out, so that a store is never read
+# with the other layout (which would silently show no twins).
+LAYOUT_COLLECTION = "twinchat-store-layout"
+REBUILD_SUFFIX = "-rebuild"
+# How much memory one loaded collection takes, for turning a memory budget into a count of collections: a
+# small twin's HNSW index measured 2.6 MiB in chromadb 1.5.9; a larger one takes more.
+COLLECTION_MIB = 5
+
+
+class StoreLayoutError(RuntimeError):
+    """The store on disk (or on the server) is laid out otherwise than the settings say."""
+
+
+def shard_of(twin_id: str, shards: int) -> int:
+    """The shard holding a twin: a stable hash of its id (never Python's ``hash``, which varies by process).
+
+    >>> shard_of("C-100", 16), shard_of("C-100", 16) == shard_of("C-100", 16)
+    (5, True)
+    """
+    return int.from_bytes(hashlib.sha256(twin_id.encode()).digest()[:8], "big") % shards
+
+
+def shard_name(index: int, shards: int) -> str:
+    """The collection of one shard; the count is in the name, so that two shardings never share one."""
+    return f"shard-{index:04d}-of-{shards:04d}"
+
+
+def read_layout(client: Any) -> tuple[str, int] | None:
+    """The layout recorded in the store, as (layout, shards); None where none is recorded."""
+    try:
+        meta = client.get_collection(LAYOUT_COLLECTION).metadata or {}
+    except Exception as exc:
+        if _not_found(exc):
+            return None
+        raise
+    return str(meta["layout"]), int(meta.get("shards", 0))
+
+
+def write_layout(client: Any, layout: str, shards: int) -> None:
+    collection = client.get_or_create_collection(LAYOUT_COLLECTION)
+    collection.modify(metadata={"layout": layout, "shards": shards if layout == "sharded" else 0})
+
+
+def check_layout(client: Any, layout: str, shards: int) -> None:
+    """Record the layout in a store that has none yet, or refuse a store laid out otherwise."""
+    want = (layout, shards if layout == "sharded" else 0)
+    recorded = read_layout(client)
+    if recorded is None:
+        # A store written before layouts were recorded is per-twin; an empty one takes the layout configured.
+        recorded = ("per-twin", 0) if client.count_collections() else want
+        if recorded == want:
+            write_layout(client, *want)
+    if recorded != want:
+        raise StoreLayoutError(layout_mismatch(recorded, want))
+
+
+def layout_mismatch(recorded: tuple[str, int], want: tuple[str, int]) -> str:
+    def describe(layout: str, shards: int) -> str:
+        return f"sharded ({shards} shards)" if layout == "sharded" else layout
+
+    def settings(layout: str, shards: int) -> str:
+        return f"TWINCHAT_STORE_LAYOUT={layout}" + (f" TWINCHAT_STORE_SHARDS={shards}" if shards else "")
+
+    migrate = f"twinchat store migrate --to {want[0]}" + (f" --shards {want[1]}" if want[1] else "")
+    return (
+        f"the store is {describe(*recorded)} but the settings say {describe(*want)}: set "
+        f"{settings(*recorded)} to use it as it is, or convert it with `{migrate}` (then keep "
+        f"{settings(*want)})"
+    )
+
+
+def make_client(spec: str, *, memory_mib: int | None = None):  # type: ignore[no-untyped-def]
+    """A chromadb client for ``chroma:<path>`` or ``chroma+http(s)://host:port``, telemetry off.
+
+    ``memory_mib`` bounds an embedded store's loaded collections (a server has its own settings).
+    """
     chromadb = require("chromadb", "chromadb")
     from chromadb.config import Settings as ChromaSettings
 
@@ -48,22 +130,61 @@ def make_client(spec: str):  # type: ignore[no-untyped-def]
             host=url.hostname, port=url.port or 8000, ssl=url.scheme == "https", settings=settings
         )
     if spec.startswith("chroma:"):
-        return chromadb.PersistentClient(path=spec.removeprefix("chroma:"), settings=settings)
+        path = spec.removeprefix("chroma:")
+        if memory_mib is not None:
+            try:
+                _start_bounded(path, settings, max(16, memory_mib // COLLECTION_MIB))
+            except (ImportError, AttributeError) as exc:  # chromadb's internals moved: run unbounded, say so
+                warnings.warn(
+                    f"TWINCHAT_STORE_MEMORY_MIB not applied with this chromadb: {exc}", stacklevel=2
+                )
+        return chromadb.PersistentClient(path=path, settings=settings)
     raise ValueError(f"unknown store {spec!r}: use chroma:<path> or chroma+http://HOST:PORT")
 
 
-class ChromaMemoryStore(MemoryStore):
-    def __init__(self, client: Any, embeddings: CachedEmbeddings) -> None:
+def _start_bounded(path: str, settings: Any, collections: int) -> None:
+    """Start the embedded Chroma of ``path`` keeping at most ``collections`` HNSW indexes loaded.
+
+    chromadb 1.5.9's Rust client ignores ``chroma_segment_cache_policy`` and ``chroma_memory_limit_bytes`` (only
+    the retired Python segment manager read them); its one bound is the HNSW cache's capacity, a count set to
+    RLIMIT_NOFILE / 5 when the client starts, with no setting. So the client's system is started here with a
+    smaller capacity, and PersistentClient then finds it (chromadb shares one system per folder).
+    """
+    from chromadb.api import ServerAPI
+    from chromadb.api.shared_system_client import SharedSystemClient
+    from chromadb.config import System
+    from chromadb.telemetry.product import ProductTelemetryClient
+
+    settings.persist_directory, settings.is_persistent = path, True  # as PersistentClient sets them
+    with SharedSystemClient._refcount_lock:
+        if path in SharedSystemClient._identifier_to_system:
+            return
+        system = System(settings)
+        # chromadb resolves these abstract types to the implementations its settings name (as it does itself)
+        system.instance(ProductTelemetryClient)  # type: ignore[type-abstract]
+        api = system.instance(ServerAPI)  # type: ignore[type-abstract]
+        if hasattr(api, "hnsw_cache_size"):  # the Rust bindings; files stay the other bound
+            api.hnsw_cache_size = min(api.hnsw_cache_size, collections)
+        system.start()
+        SharedSystemClient._identifier_to_system[path] = system
+
+
+class _ChromaStore(MemoryStore):
+    """What both layouts share: the client, the embeddings, and a bounded set of open LangChain stores."""
+
+    def __init__(self, client: Any, embeddings: CachedEmbeddings, *, max_open: int = 256) -> None:
         self.client = client
         self.embeddings = embeddings
-        self._stores: dict[str, Any] = {}
+        self.max_open = max_open
+        self._stores: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
 
-    def _store(self, twin_id: str, *, create: bool = True) -> Any | None:
+    def _open(self, name: str, metadata: dict[str, Any], *, create: bool = True) -> Any | None:
+        """LangChain's Chroma on collection ``name``, the least recently used beyond ``max_open`` dropped."""
         with self._lock:
-            if twin_id in self._stores:
-                return self._stores[twin_id]
-            name = collection_name(twin_id)
+            if name in self._stores:
+                self._stores.move_to_end(name)
+                return self._stores[name]
             if not create and not self._exists(name):
                 return None
             langchain_chroma = require("langchain_chroma", "langchain-chroma")
@@ -71,10 +192,44 @@ class ChromaMemoryStore(MemoryStore):
                 collection_name=name,
                 embedding_function=self.embeddings,
                 client=self.client,
-                collection_metadata={"hnsw:space": "cosine", "twin_id": twin_id},
+                collection_metadata={"hnsw:space": "cosine", **metadata},
             )
-            self._stores[twin_id] = store
+            self._stores[name] = store
+            while len(self._stores) > self.max_open:
+                self._stores.popitem(last=False)
             return store
+
+    def _forget(self, name: str) -> None:
+        with self._lock:
+            self._stores.pop(name, None)
+
+    def _exists(self, name: str) -> bool:
+        # get_collection rather than list_collections: listing costs O(twins) on every call.
+        try:
+            self.client.get_collection(name)
+        except Exception as exc:
+            if _not_found(exc):
+                return False
+            raise
+        return True
+
+    def _scrub_if_local(self) -> None:
+        settings = self.client.get_settings()
+        if settings.is_persistent:
+            scrub(Path(settings.persist_directory))
+
+
+class ChromaMemoryStore(_ChromaStore):
+    """The per-twin layout: one Chroma collection per twin."""
+
+    layout = "per-twin"
+
+    def __init__(self, client: Any, embeddings: CachedEmbeddings, *, max_open: int = 256) -> None:
+        super().__init__(client, embeddings, max_open=max_open)
+        check_layout(client, self.layout, 0)
+
+    def _store(self, twin_id: str, *, create: bool = True) -> Any | None:
+        return self._open(collection_name(twin_id), {"twin_id": twin_id}, create=create)
 
     def add(self, twin_id: str, events: Sequence[Event]) -> None:
         self.add_many({twin_id: list(events)})
@@ -117,12 +272,7 @@ class ChromaMemoryStore(MemoryStore):
         store = self._store(twin_id, create=False)
         if store is None:
             return []
-        found = store.get(include=["documents", "metadatas"])
-        events = [
-            _event(i, d, m)
-            for i, d, m in zip(found["ids"], found["documents"], found["metadatas"], strict=True)
-        ]
-        return sorted(events, key=lambda e: (e.timestamp is None, e.timestamp or datetime.min, e.event_id))
+        return _sorted_events(store.get(include=["documents", "metadatas"]))
 
     def count(self, twin_id: str) -> int:
         store = self._store(twin_id, create=False)
@@ -137,25 +287,207 @@ class ChromaMemoryStore(MemoryStore):
     def delete_twin(self, twin_id: str) -> None:
         """Delete the twin's collection and, on a local Chroma, every byte of it left on disk."""
         with _WRITES:
+            name = collection_name(twin_id)
+            self._forget(name)
             with self._lock:
-                self._stores.pop(twin_id, None)
-                name = collection_name(twin_id)
                 if self._exists(name):
                     self.client.delete_collection(name)
-            settings = self.client.get_settings()
-            if settings.is_persistent:
-                # Also when the collection is already gone: an erasure stopped after the delete ends here.
-                scrub(Path(settings.persist_directory))
+            # Also when the collection is already gone: an erasure stopped after the delete ends here.
+            self._scrub_if_local()
 
-    def _exists(self, name: str) -> bool:
-        # get_collection rather than list_collections: listing costs O(twins) on every call.
-        try:
-            self.client.get_collection(name)
-        except Exception as exc:  # chromadb raises NotFoundError (1.x) or ValueError (older) here
-            if "not exist" in str(exc).lower() or "not found" in str(exc).lower():
-                return False
+
+class ShardedChromaMemoryStore(_ChromaStore):
+    """The sharded layout: twins spread over a fixed number of collections, each record carrying its twin.
+
+    Every read filters on ``twin_id``, so a twin still sees only its own memories; Chroma keeps ``shards``
+    collections loaded however many twins there are. Example::
+
+        store = ShardedChromaMemoryStore(make_client("chroma:/tmp/store"), CachedEmbeddings(embedder), shards=16)
+        store.add("C-100", events)
+        store.search("C-100", "cake stand", k=5)  # only C-100's events
+    """
+
+    layout = "sharded"
+
+    def __init__(
+        self, client: Any, embeddings: CachedEmbeddings, *, shards: int = 16, max_open: int = 256
+    ) -> None:
+        super().__init__(client, embeddings, max_open=max_open)
+        check_layout(client, self.layout, shards)
+        self.shards = shards
+
+    def _shard(self, twin_id: str) -> Any:
+        index = shard_of(twin_id, self.shards)
+        name = shard_name(index, self.shards)
+        if name not in self._stores:
+            finish_rebuild(self.client, name)
+        return self._open(name, {"shard": index, "shards": self.shards})
+
+    def add(self, twin_id: str, events: Sequence[Event]) -> None:
+        self.add_many({twin_id: list(events)})
+
+    def add_many(self, events_by_twin: dict[str, list[Event]]) -> None:
+        # One encoder call for the whole batch, then one add per shard, its vectors found in the cache.
+        self.embeddings.embed_documents([e.text for events in events_by_twin.values() for e in events])
+        by_shard: dict[int, list[tuple[str, Event]]] = {}
+        for twin_id, events in events_by_twin.items():
+            by_shard.setdefault(shard_of(twin_id, self.shards), []).extend((twin_id, e) for e in events)
+        for pairs in by_shard.values():
+            store = self._shard(pairs[0][0])
+            for start in range(0, len(pairs), ADD_BATCH):
+                part = pairs[start : start + ADD_BATCH]
+                with _WRITES:
+                    store.add_texts(
+                        [e.text for _, e in part],
+                        metadatas=[{**_metadata(e), "twin_id": t, "event_id": e.event_id} for t, e in part],
+                        ids=[record_id(t, e.event_id) for t, e in part],
+                    )
+
+    def stored_texts(self, twin_id: str, event_ids: Sequence[str]) -> dict[str, str]:
+        if not event_ids:
+            return {}
+        found = self._shard(twin_id).get(
+            ids=[record_id(twin_id, e) for e in event_ids],
+            where={"twin_id": twin_id},
+            include=["documents", "metadatas"],
+        )
+        return {m["event_id"]: d for d, m in zip(found["documents"], found["metadatas"], strict=True)}
+
+    def stored_texts_many(self, event_ids_by_twin: dict[str, list[str]]) -> dict[str, dict[str, str]]:
+        # One get per shard for a whole batch, rather than one per twin.
+        found: dict[str, dict[str, str]] = {t: {} for t in event_ids_by_twin}
+        for twins in self._by_shard(event_ids_by_twin):
+            ids = [record_id(t, e) for t in twins for e in event_ids_by_twin[t]]
+            for start in range(0, len(ids), ADD_BATCH):
+                got = self._shard(twins[0]).get(
+                    ids=ids[start : start + ADD_BATCH], include=["documents", "metadatas"]
+                )
+                for document, meta in zip(got["documents"], got["metadatas"], strict=True):
+                    found[meta["twin_id"]][meta["event_id"]] = document
+        return found
+
+    def counts(self, twin_ids: Sequence[str]) -> dict[str, int]:
+        # One get of the metadata per shard (twin_id $in the shard's twins), counted here.
+        counted = dict.fromkeys(twin_ids, 0)
+        for twins in self._by_shard(twin_ids):
+            for start in range(0, len(twins), ADD_BATCH):
+                part = twins[start : start + ADD_BATCH]
+                got = self._shard(part[0]).get(where={"twin_id": {"$in": part}}, include=["metadatas"])
+                for meta in got["metadatas"]:
+                    counted[meta["twin_id"]] += 1
+        return counted
+
+    def _by_shard(self, twin_ids: Iterable[str]) -> list[list[str]]:
+        """The twins grouped by shard."""
+        groups: dict[int, list[str]] = {}
+        for twin_id in twin_ids:
+            groups.setdefault(shard_of(twin_id, self.shards), []).append(twin_id)
+        return list(groups.values())
+
+    def search(self, twin_id: str, query: str, *, k: int) -> list[Memory]:
+        # A filtered query asking for more than the twin holds returns what it holds: no count first.
+        results = self._shard(twin_id).similarity_search_with_score(query, k=k, filter={"twin_id": twin_id})
+        return [
+            Memory(_event(doc.metadata.get("event_id"), doc.page_content, doc.metadata), 1.0 - distance)
+            for doc, distance in results
+        ]
+
+    def events(self, twin_id: str) -> list[Event]:
+        found = self._shard(twin_id).get(where={"twin_id": twin_id}, include=["documents", "metadatas"])
+        found["ids"] = [m["event_id"] for m in found["metadatas"]]
+        return _sorted_events(found)
+
+    def count(self, twin_id: str) -> int:
+        return len(self._shard(twin_id).get(where={"twin_id": twin_id}, include=[])["ids"])
+
+    def delete_events(self, twin_id: str, event_ids: Sequence[str]) -> None:
+        if event_ids:
+            with _WRITES:
+                self._shard(twin_id).delete(ids=[record_id(twin_id, e) for e in event_ids])
+
+    def delete_twin(self, twin_id: str) -> None:
+        """Remove the twin's records and, on a local Chroma, every byte of them left on disk.
+
+        Chroma and hnswlib only mark deleted records, so the twin's shard is rebuilt without them: the other
+        twins' records (embeddings included) are copied into a fresh collection, which replaces the shard.
+        """
+        name = shard_name(shard_of(twin_id, self.shards), self.shards)
+        with _WRITES:
+            self._forget(name)
+            finish_rebuild(self.client, name)
+            if self._exists(name):
+                rebuild_without(self.client, name, twin_id)
+            self._forget(name)
+            self._scrub_if_local()
+
+
+# Records per Chroma call when adding or copying: under chromadb's largest batch (5461) for any client.
+ADD_BATCH = 2000
+
+
+def record_id(twin_id: str, event_id: str) -> str:
+    """A record's id in a shard: event ids are unique within a twin only, so the twin's digest prefixes it."""
+    return f"{hashlib.sha1(twin_id.encode()).hexdigest()[:16]}:{event_id}"
+
+
+def rebuild_without(client: Any, name: str, twin_id: str) -> None:
+    """Replace collection ``name`` by a copy holding every record but the twin's."""
+    old = client.get_collection(name)
+    temp = name + REBUILD_SUFFIX
+    with contextlib.suppress(Exception):
+        client.delete_collection(temp)  # a rebuild stopped before its swap: start it again
+    # No embedding function: records come with their vectors (chromadb's default would be its own model).
+    new = client.create_collection(temp, metadata=old.metadata, embedding_function=None)
+    kept = copy_records(old, new, where={"twin_id": {"$ne": twin_id}})
+    if new.count() != kept:
+        raise RuntimeError(f"rebuilding {name}: copied {kept} records but {new.count()} arrived")
+    client.delete_collection(name)
+    new.modify(name=name)
+
+
+def copy_records(source: Any, target: Any, *, where: dict[str, Any] | None = None) -> int:
+    """Copy records (ids, documents, metadatas, embeddings) page by page; how many."""
+    copied = 0
+    while True:
+        page = source.get(
+            where=where, include=["embeddings", "documents", "metadatas"], limit=ADD_BATCH, offset=copied
+        )
+        if not page["ids"]:
+            return copied
+        target.add(
+            ids=page["ids"],
+            embeddings=page["embeddings"],
+            documents=page["documents"],
+            metadatas=page["metadatas"],
+        )
+        copied += len(page["ids"])
+
+
+def finish_rebuild(client: Any, name: str) -> None:
+    """A rebuild stopped between deleting the old shard and renaming its copy: finish it."""
+    try:
+        client.get_collection(name)
+    except Exception as exc:
+        if not _not_found(exc):
             raise
-        return True
+        try:
+            client.get_collection(name + REBUILD_SUFFIX).modify(name=name)
+        except Exception as exc2:
+            if not _not_found(exc2):
+                raise
+
+
+def _not_found(exc: Exception) -> bool:
+    # chromadb raises NotFoundError (1.x) or ValueError (older) for a missing collection
+    text = str(exc).lower()
+    return "not exist" in text or "not found" in text
+
+
+def _sorted_events(found: dict[str, Any]) -> list[Event]:
+    events = [
+        _event(i, d, m) for i, d, m in zip(found["ids"], found["documents"], found["metadatas"], strict=True)
+    ]
+    return sorted(events, key=lambda e: (e.timestamp is None, e.timestamp or datetime.min, e.event_id))
 
 
 # Chroma writes a collection's HNSW files while adding and deleting; scrub rewrites parts of them. In one

@@ -3,7 +3,8 @@ PostgreSQL (``postgresql+psycopg://...``) for deployments with several instances
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +23,8 @@ class SqlTwinRegistry(TwinRegistry):
         connect_args = {"timeout": 30} if url.startswith("sqlite") else {}
         self.engine = sa.create_engine(url, connect_args=connect_args, future=True)
         if url.startswith("sqlite"):
-            sa.event.listen(self.engine, "connect", _secure_delete)
+            sa.event.listen(self.engine, "connect", _sqlite_connect)
+            sa.event.listen(self.engine, "begin", _sqlite_begin)
         self._insert = _dialect_insert(self.engine.dialect.name)
         stamp = _utc_timestamp(sa)
         meta = sa.MetaData()
@@ -137,11 +139,19 @@ class SqlTwinRegistry(TwinRegistry):
             sa.Column("added_at", stamp, nullable=False),
             sa.Column("origin", sa.String(256), nullable=False, default=""),
         )
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             if conn.dialect.name == "postgresql":
                 # Instances starting at once would race to create the same tables: one creates, the rest wait.
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('twinchat.sql_registry'))"))
             meta.create_all(conn)
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[Any]:
+        """A writing transaction: ``with self._write() as conn:``, committed at the end of the block."""
+        with self.engine.connect() as conn:
+            conn.execution_options(**{_WRITE: True})
+            with conn.begin():
+                yield conn
 
     # Writes that may meet another instance's write to the same key are upserts (INSERT ... ON CONFLICT), not a
     # read then an insert, which fails with a duplicate key when two instances write the same twin at once.
@@ -160,7 +170,7 @@ class SqlTwinRegistry(TwinRegistry):
         # Rows in key order, so that two instances touching overlapping twins lock them in the same order.
         # `synthetic` is set when a twin is created and never changed: an update cannot relabel a real twin.
         ids = sorted(counts)
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(
                 upsert,
                 [
@@ -216,7 +226,7 @@ class SqlTwinRegistry(TwinRegistry):
             }
             for a in sorted(answers, key=lambda a: (a.twin_id, a.event_id))
         ]
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(self._insert(self.answers).on_conflict_do_nothing(), rows)
 
     def survey_answers(
@@ -277,15 +287,15 @@ class SqlTwinRegistry(TwinRegistry):
                     conn.execute(table.insert().values(twin_id=twin_id, document=document, updated_at=now))
 
         try:
-            with self.engine.begin() as conn:
+            with self._write() as conn:
                 write(conn)
         except self.sa.exc.IntegrityError:
             # Another writer inserted one first (two asks healing the same twin at once): write over theirs.
-            with self.engine.begin() as conn:
+            with self._write() as conn:
                 write(conn)
 
     def set_panel(self, panel: str, *, add: Sequence[str] = (), remove: Sequence[str] = ()) -> None:
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             if add:
                 conn.execute(
                     self._insert(self.members).on_conflict_do_nothing(),
@@ -319,7 +329,7 @@ class SqlTwinRegistry(TwinRegistry):
                 index_elements=[self.consents.c.twin_id, self.consents.c.purpose],
                 set_={k: insert.excluded[k] for k in ("granted", "updated_at", "updated_by")},
             )
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(
                 upsert,
                 [
@@ -337,7 +347,7 @@ class SqlTwinRegistry(TwinRegistry):
     def record(self, entries: Sequence[AuditEntry]) -> None:
         if not entries:
             return
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(
                 self.audit.insert(),
                 [
@@ -383,7 +393,7 @@ class SqlTwinRegistry(TwinRegistry):
             index_elements=[self.statuses.c.twin_id, self.statuses.c.event_id],
             set_={k: insert.excluded[k] for k in ("state", "at", "by", "reason")},
         )
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(
                 upsert,
                 [
@@ -407,7 +417,7 @@ class SqlTwinRegistry(TwinRegistry):
             }
 
     def delete_survey_answers(self, twin_id: str, event_ids: Sequence[str]) -> None:
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(
                 self.answers.delete().where(
                     (self.answers.c.twin_id == twin_id) & (self.answers.c.event_id.in_(list(event_ids)))
@@ -416,7 +426,7 @@ class SqlTwinRegistry(TwinRegistry):
 
     def erase_twin(self, twin_id: str, *, tombstone: str) -> None:
         """Delete every row about the twin; its audit rows keep only a tombstone, the action and the time."""
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             sessions = [
                 r.session_id
                 for r in conn.execute(
@@ -453,7 +463,7 @@ class SqlTwinRegistry(TwinRegistry):
             for k, v in pairs
         ]
         if rows:
-            with self.engine.begin() as conn:
+            with self._write() as conn:
                 conn.execute(self._insert(self.identifiers).on_conflict_do_nothing(), rows)
 
     def identifiers_of(self, twin_id: str) -> list[tuple[str, str]]:
@@ -503,7 +513,7 @@ class SqlTwinRegistry(TwinRegistry):
         return [s for i in ids if (s := self.get_session(i)) is not None]
 
     def create_session(self, session: Session) -> None:
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(
                 self.sessions.insert().values(
                     session_id=session.session_id, twin_id=session.twin_id, created_at=session.created_at
@@ -530,7 +540,7 @@ class SqlTwinRegistry(TwinRegistry):
 
     def append_turns(self, session_id: str, turns: Sequence[Turn]) -> None:
         sa = self.sa
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             last = conn.execute(
                 sa.select(sa.func.max(self.turns.c.seq)).where(self.turns.c.session_id == session_id)
             ).scalar()
@@ -580,6 +590,9 @@ class SqlTwinRegistry(TwinRegistry):
         ]
 
 
+_WRITE = "twinchat_write"
+
+
 def _dialect_insert(dialect: str) -> Any:
     """The backend's INSERT, which has ON CONFLICT (the upserts above): SQLite's or PostgreSQL's."""
     if dialect not in ("sqlite", "postgresql"):
@@ -612,9 +625,24 @@ def _utc(value: datetime) -> datetime:
     return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _secure_delete(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Several processes (API workers, a CLI ingesting beside a server) share the file. WAL lets readers go on
+    # while one writes; the busy timeout (connect_args) makes a writer wait for the lock instead of failing.
+    # Transactions are begun by _sqlite_begin, not by the driver, which would begin them too late.
+    dbapi_connection.isolation_level = None
+    dbapi_connection.execute("PRAGMA journal_mode = WAL")
     # Deleted rows are overwritten with zeros rather than left in free pages, whatever the build's default.
     dbapi_connection.execute("PRAGMA secure_delete = ON")
+
+
+def _sqlite_begin(conn: Any) -> None:
+    options = conn.get_execution_options()
+    if options.get("isolation_level") == "AUTOCOMMIT":
+        return  # VACUUM: outside any transaction
+    # A writing transaction takes the write lock at BEGIN, waiting up to the busy timeout. A deferred one that
+    # reads, then writes (the next turn's number), cannot wait when another process wrote in between: SQLite
+    # fails it at once with "database is locked". Reads begin deferred and never wait for writers (WAL).
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get(_WRITE) else "BEGIN")
 
 
 def _chunks(items: list[str], size: int) -> list[list[str]]:

@@ -118,8 +118,44 @@ def create_app(settings: Settings, *, service: TwinService | None = None, ui: bo
     return app
 
 
-def serve(settings: Settings, *, host: str, port: int, service: TwinService | None = None) -> None:
-    """The HTTP API, with the studio and the portal (``ui``) in the same process."""
+def app_from_environment() -> FastAPI:
+    """The API app on the Settings read from the environment: what each uvicorn worker process builds
+    (``uvicorn twinchat.api.app:app_from_environment --factory --workers N``)."""
+    return create_app(Settings())
+
+
+def check_workers(settings: Settings, workers: int) -> None:
+    """Refuse a number of worker processes the configured store cannot serve."""
+    if workers < 1:
+        raise ValueError(f"--workers: {workers} is not a number of processes; give 1 or more")
+    if workers > 1 and settings.store_spec.startswith("chroma:"):
+        raise ValueError(
+            f"--workers {workers}: the store {settings.store_spec!r} is an embedded Chroma, which only one "
+            "process may open; serve a Chroma server (`chroma run --path DIR --port 8001`) and set "
+            "TWINCHAT_STORE=chroma+http://HOST:PORT, or serve with --workers 1"
+        )
+
+
+def serve(
+    settings: Settings, *, host: str, port: int, service: TwinService | None = None, workers: int = 1
+) -> None:
+    """The HTTP API, with the studio and the portal (``ui``) in the same process.
+
+    With ``workers`` > 1, that many processes serve the API on the same port, each building its service from
+    the environment's Settings; they share the stores (a Chroma server and the SQL registry) and the survey
+    jobs' files. The studio and portal are left out then: a Gradio app keeps its sessions in one process.
+    """
     import uvicorn
 
+    check_workers(settings, workers)
+    if workers > 1:
+        uvicorn.run(
+            "twinchat.api.app:app_from_environment",
+            factory=True,
+            workers=workers,
+            host=host,
+            port=port,
+            log_level="info",
+        )
+        return
     uvicorn.run(create_app(settings, service=service, ui=True), host=host, port=port, log_level="info")

@@ -1,0 +1,223 @@
+"""The memory store's behaviour, the same in every mode: an embedded Chroma or a `chroma run` server, each in
+the per-twin and the sharded layout; and `twinchat store migrate` moving a real store between layouts."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import HISTORY, PYTHON, ROOT, free_port, stop, wait_http
+from twinchat.adapters.chroma_migrate import migrate, store_info
+from twinchat.adapters.chroma_store import (
+    ChromaMemoryStore,
+    ShardedChromaMemoryStore,
+    make_client,
+    read_layout,
+)
+from twinchat.adapters.embedders import CachedEmbeddings, SentenceTransformerEmbedder
+from twinchat.domain.events import Event
+from twinchat.ports import MemoryStore
+
+pytestmark = pytest.mark.slow
+
+CHROMA = Path(PYTHON).parent / "chroma"
+
+
+@pytest.fixture(scope="module")
+def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    """A real Chroma server (`chroma run`), one per module; each test gets a database of its own."""
+    port = free_port()
+    server = subprocess.Popen(
+        [str(CHROMA), "run", "--path", str(tmp_path_factory.mktemp("chroma")), "--host", "127.0.0.1"]
+        + ["--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # stop() signals the group
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/api/v2/heartbeat", process=server)
+        yield "127.0.0.1", port
+    finally:
+        stop(server)
+
+
+def server_client(host: str, port: int) -> Any:
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    database = f"db{uuid.uuid4().hex[:12]}"
+    settings = ChromaSettings(anonymized_telemetry=False)
+    chromadb.AdminClient(
+        ChromaSettings(
+            anonymized_telemetry=False,
+            chroma_api_impl="chromadb.api.fastapi.FastAPI",
+            chroma_server_host=host,
+            chroma_server_http_port=port,
+        )
+    ).create_database(database)
+    return chromadb.HttpClient(host=host, port=port, database=database, settings=settings)
+
+
+MakeStore = Callable[[], MemoryStore]
+
+
+@pytest.fixture(params=["embedded", "server"])
+def client(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    if request.param == "embedded":
+        return make_client(f"chroma:{tmp_path / 'chroma'}", memory_mib=256)
+    return server_client(*request.getfixturevalue("chroma_server"))
+
+
+@pytest.fixture(params=["per-twin", "sharded"])
+def make_store(
+    request: pytest.FixtureRequest, client: Any, embedder: SentenceTransformerEmbedder
+) -> MakeStore:
+    def build() -> MemoryStore:
+        if request.param == "sharded":
+            # Two shards for three twins: twins share a shard, which is what the filter has to get right.
+            return ShardedChromaMemoryStore(client, CachedEmbeddings(embedder), shards=2)
+        return ChromaMemoryStore(client, CachedEmbeddings(embedder))
+
+    return build
+
+
+def history_events() -> dict[str, list[Event]]:
+    found: dict[str, list[Event]] = {}
+    for i, row in enumerate(HISTORY):
+        event = Event.from_record({**row, "event_id": f"e{i % 2}-{i}", "kind": "note", "channel": "web"})
+        found.setdefault(event.customer_id, []).append(event)
+    # The same event id in two twins: ids are unique within a twin only.
+    for twin in ("C-100", "C-300"):
+        found[twin].append(Event(twin, f"Shared id: {twin} asked about opening hours", "same-id"))
+    return found
+
+
+def test_the_store_behaves_the_same_in_every_mode(make_store: MakeStore) -> None:
+    store = make_store()
+    events = history_events()
+    store.add_many(events)  # across twins, in one batch
+
+    assert {t: store.count(t) for t in events} == {"C-100": 4, "C-200": 2, "C-300": 3}
+    assert store.count("C-999") == 0 and store.events("C-999") == [] and store.search("C-999", "x", k=3) == []
+
+    # Search stays within the twin, even for another twin's exact words, and ranks by meaning.
+    garden = "Bought a child's garden rake and a watering can"
+    assert {m.event.customer_id for m in store.search("C-100", garden, k=10)} == {"C-100"}
+    best = store.search("C-300", "gardening tools for children", k=2)
+    assert best[0].event.text == garden and 0.3 < best[0].score <= 1.0
+    assert len(store.search("C-200", "anything", k=10)) == 2  # fewer than k: what the twin holds
+
+    # Events come back whole and in time order; a twin's ids only.
+    listed = store.events("C-100")
+    assert [e.text for e in listed][:3] == [r["text"] for r in HISTORY[:3]]
+    assert listed[0].timestamp == datetime(2011, 3, 2, tzinfo=UTC) and listed[0].kind == "note"
+    assert listed[0].attributes == {"channel": "web"} and listed[0].source == "purchase"
+    c100_id = listed[0].event_id
+    assert store.stored_texts("C-100", [c100_id, "same-id", "missing"]) == {
+        c100_id: HISTORY[0]["text"],
+        "same-id": "Shared id: C-100 asked about opening hours",
+    }
+    assert store.stored_texts("C-200", [c100_id, "same-id"]) == {}
+
+    # A second store over the same collections sees the same (a fresh process, a server's other client).
+    again = make_store()
+    assert again.count("C-100") == 4 and again.stored_texts("C-300", ["same-id"])
+
+    store.delete_events("C-100", ["same-id"])
+    assert store.count("C-100") == 3 and store.stored_texts("C-300", ["same-id"])
+
+    store.delete_twin("C-300")
+    assert (
+        store.count("C-300") == 0 and store.events("C-300") == [] and store.search("C-300", garden, k=3) == []
+    )
+    assert {t: store.count(t) for t in ("C-100", "C-200")} == {"C-100": 3, "C-200": 2}
+    assert store.search("C-100", "cake stand", k=1)[0].event.customer_id == "C-100"
+    store.delete_twin("C-300")  # erasing twice is harmless
+
+    store.add("C-300", events["C-300"][:1])  # the twin can come back
+    assert store.count("C-300") == 1 and store.count("C-100") == 3
+
+
+# --- twinchat store migrate, end to end ------------------------------------------------------------------------
+
+
+def twinchat(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PYTHON, "-m", "twinchat.cli", *args], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
+
+
+def answer(env: dict[str, str], twin: str, question: str) -> tuple[str, list[str]]:
+    asked = twinchat(env, "ask", twin, question, "--json")
+    assert asked.returncode == 0, asked.stderr
+    found = json.loads(asked.stdout)
+    return found["twin_id"], sorted(c["event_id"] for c in found["citations"])
+
+
+def test_a_store_migrated_to_sharded_answers_the_same_even_after_an_interrupted_run(
+    tmp_path: Path, embedder: SentenceTransformerEmbedder
+) -> None:
+    import os
+
+    data = tmp_path / "history.csv"
+    with data.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=["customer_id", "text", "source", "timestamp"])
+        writer.writeheader()
+        writer.writerows(HISTORY)
+    env = {**os.environ, "TWINCHAT_HOME": str(tmp_path / "home"), "TWINCHAT_STORE_LAYOUT": "per-twin"}
+    ingested = twinchat(env, "ingest", str(data))
+    assert ingested.returncode == 0, ingested.stderr
+    question = ("C-100", "Was the cake stand you bought damaged?")
+    before = answer(env, *question)
+    shown = twinchat(env, "show", "C-100", "--json")
+    assert before[1] and shown.returncode == 0
+
+    # Interrupted after its first collection: nothing of the old layout is touched, the marker unchanged.
+    client = make_client(f"chroma:{tmp_path / 'home' / 'chroma'}")
+
+    def crash(name: str, records: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        migrate(client, to="sharded", shards=2, progress=crash)
+    assert read_layout(client) == ("per-twin", 0)
+    assert store_info(client).twins == 3 and len(store_info(client).leftovers) >= 1
+    sharded = {**env, "TWINCHAT_STORE_LAYOUT": "sharded", "TWINCHAT_STORE_SHARDS": "2"}
+    refused = twinchat(sharded, "ask", *question)
+    assert refused.returncode == 1 and "twinchat store migrate --to sharded --shards 2" in refused.stderr
+    del client  # the migration below runs in its own process, as a user would run it
+
+    moved = twinchat(env, "store", "migrate", "--to", "sharded", "--shards", "2")
+    assert moved.returncode == 0, moved.stderr
+    assert "moved 3 twins and 7 events from per-twin to sharded (2 shards)" in moved.stdout
+    assert "removed 3 collections" in moved.stdout
+    assert "TWINCHAT_STORE_LAYOUT=sharded TWINCHAT_STORE_SHARDS=2" in moved.stdout
+
+    info = json.loads(twinchat(sharded, "store", "info", "--json").stdout)
+    assert {k: info[k] for k in ("layout", "shards", "collections", "twins", "events", "leftovers")} == {
+        "layout": "sharded",
+        "shards": 2,
+        "collections": 2,
+        "twins": 3,
+        "events": 7,
+        "leftovers": [],
+    }
+    assert answer(sharded, *question) == before
+    assert json.loads(twinchat(sharded, "show", "C-100", "--json").stdout) == json.loads(shown.stdout)
+    old = twinchat(env, "ask", *question)
+    assert old.returncode == 1 and "TWINCHAT_STORE_LAYOUT=sharded" in old.stderr
+
+    again = twinchat(sharded, "store", "migrate", "--to", "sharded", "--shards", "2")
+    assert again.returncode == 0 and "already sharded (2 shards): 3 twins, 7 events" in again.stdout
+
+    back = twinchat(sharded, "store", "migrate", "--to", "per-twin")
+    assert back.returncode == 0 and "from sharded (2 shards) to per-twin" in back.stdout
+    assert answer(env, *question) == before
