@@ -31,6 +31,7 @@ from twinchat.ports import LifetimeModel
 NAMES = ("r", "alpha", "a", "b")
 Params = Mapping[str, Any]  # floats, or arrays of draws
 INTERVAL_DRAWS = 400
+LOG_BOUND = 8.0  # parameters between e^-8 and e^8 (times in units of the mean T)
 
 
 def log_likelihood(params: Params, x: Any, tx: Any, T: Any) -> np.ndarray:  # noqa: N803 (the paper's T)
@@ -96,11 +97,14 @@ def fit(x: Any, tx: Any, T: Any) -> tuple[dict[str, float], np.ndarray | None, f
         value = -float(log_likelihood(params, sx, stx, sT).sum())
         return value if math.isfinite(value) else 1e300
 
+    # Bounded in log space: far outside these values gammaln(b + x) - gammaln(b) loses every digit to
+    # cancellation, and the optimizer would "find" a degenerate fit (a -> 0, b -> inf) in the rounding noise.
+    bounds = [(-LOG_BOUND, LOG_BOUND)] * 4
     best = None
     for start in (np.zeros(4), np.array([0.0, 0.0, -1.0, 1.0]), np.array([-1.0, -1.0, 0.0, 0.0])):
         options = {"maxiter": 4000, "xatol": 1e-7, "fatol": 1e-9}
-        found = optimize.minimize(nll, start, method="Nelder-Mead", options=options)
-        found = optimize.minimize(nll, found.x, method="BFGS")
+        found = optimize.minimize(nll, start, method="Nelder-Mead", bounds=bounds, options=options)
+        found = optimize.minimize(nll, found.x, method="L-BFGS-B", bounds=bounds)
         if best is None or found.fun < best.fun:
             best = found
     assert best is not None
