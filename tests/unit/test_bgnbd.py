@@ -36,7 +36,11 @@ def simulate_times(n: int, params: dict[str, float], horizon: float, seed: int) 
 def cut(customers: list[list[float]], T: float) -> tuple[np.ndarray, ...]:  # noqa: N803
     """x, t_x, T of every customer observed up to T."""
     seen = [[t for t in times if t <= T] for times in customers]
-    return np.array([len(s) for s in seen]), np.array([max(s, default=0.0) for s in seen]), np.full(len(seen), T)
+    return (
+        np.array([len(s) for s in seen]),
+        np.array([max(s, default=0.0) for s in seen]),
+        np.full(len(seen), T),
+    )
 
 
 def simulate(n: int, params: dict[str, float], T: float, seed: int) -> tuple[np.ndarray, ...]:  # noqa: N803
@@ -48,7 +52,9 @@ def population() -> tuple[np.ndarray, ...]:
     return simulate(4000, PARAMS, 270.0, seed=1)
 
 
-def test_the_fit_recovers_the_parameters_of_a_simulated_population(population: tuple[np.ndarray, ...]) -> None:
+def test_the_fit_recovers_the_parameters_of_a_simulated_population(
+    population: tuple[np.ndarray, ...],
+) -> None:
     params, covariance, ll = bgnbd.fit(*population)
     assert covariance is not None and np.isfinite(ll)
     errors = np.sqrt(np.diag(covariance))  # of the log parameters
@@ -74,13 +80,12 @@ def test_forecasts_of_the_fit_match_what_the_simulated_customers_then_do() -> No
     assert np.corrcoef(predicted, done_after)[0, 1] > 0.5
 
 
-def test_a_customer_whose_last_purchase_is_now_is_surely_alive() -> None:
-    assert float(bgnbd.p_alive(PARAMS, 5, 200.0, 200.0)) == pytest.approx(1.0, abs=1e-9) or float(
-        bgnbd.p_alive(PARAMS, 5, 200.0, 200.0)
-    ) > float(bgnbd.p_alive(PARAMS, 5, 100.0, 200.0))
-    # Exactly: P(alive) = 1 / (1 + a / (b + x - 1)) when t_x = T, and 1 without a repeat purchase.
+def test_p_alive_is_one_without_repeat_purchases_and_highest_right_after_one() -> None:
+    # In BG/NBD a customer can drop out only just after a purchase: with none after the first, P(alive) = 1;
+    # right after the x-th, P(alive) = 1 / (1 + a / (b + x - 1)), the chance that purchase was not the last.
     assert float(bgnbd.p_alive(PARAMS, 0, 0.0, 200.0)) == 1.0
     assert float(bgnbd.p_alive(PARAMS, 5, 200.0, 200.0)) == pytest.approx(1 / (1 + 0.8 / (2.5 + 4)))
+    assert float(bgnbd.p_alive(PARAMS, 5, 200.0, 200.0)) > float(bgnbd.p_alive(PARAMS, 5, 199.0, 200.0))
 
 
 def test_p_alive_falls_with_time_since_the_last_purchase() -> None:

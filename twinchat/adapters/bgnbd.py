@@ -11,8 +11,10 @@ Model: while alive, a customer buys at rate lambda ~ Gamma(r, alpha); after each
 with probability p ~ Beta(a, b). Times are in days; ``x`` repeat purchases, last at ``t_x``, observed for ``T``.
 
 >>> params = {"r": 0.5, "alpha": 50.0, "a": 0.8, "b": 2.5}
->>> round(float(p_alive(params, 3, 100.0, 100.0)), 3)  # the last purchase just now: surely alive
+>>> float(p_alive(params, 0, 0.0, 100.0))  # never bought again: no dropout yet (it follows a purchase)
 1.0
+>>> round(float(p_alive(params, 3, 100.0, 100.0)), 3)  # bought just now: only that purchase's dropout
+0.849
 """
 
 from __future__ import annotations
@@ -144,7 +146,7 @@ class BgNbdModel(LifetimeModel):
 
     >>> from datetime import date
     >>> model = BgNbdModel()
-    >>> f = Features(frequency=2, recency=60, age=60, as_of=date(2011, 3, 1))
+    >>> f = Features(frequency=0, recency=0, age=60, as_of=date(2011, 3, 1))
     >>> fit = LifetimeFit("bg/nbd", {"r": 0.5, "alpha": 50.0, "a": 0.8, "b": 2.5}, None, None, 500, 200,
     ...                   date(2010, 12, 1), date(2011, 3, 1), "2011-03-01T00:00:00+00:00", -1.0)
     >>> model.forecast(fit, f, horizon_days=90).p_alive

@@ -135,7 +135,7 @@ def category_trends(days: Sequence[PurchaseDay], categories: CategoryMap | None 
     >>> day = lambda d, *p: PurchaseDay(date(2011, 1, d), (f"e{d}",), p)
     >>> t = category_trends([day(1, "RED CANDLE"), day(2, "RED CANDLE"), day(3, "BLUE MUG"), day(4, "BLUE MUG")])
     >>> [(c.category, c.trend, c.earlier, c.recent) for c in t.categories]
-    [('candles & lights', 'fading', 2, 0), ('kitchen & dining', 'rising', 0, 2)]
+    [('candles & lights', 'fading', 2, 0), ('kitchen & tableware', 'rising', 0, 2)]
     """
     if len(days) < MIN_TREND_DAYS:
         return None
