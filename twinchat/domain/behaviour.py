@@ -227,8 +227,8 @@ class Forecast:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def churn_level(p_alive: float) -> str:
-    return "low" if p_alive >= 0.7 else "medium" if p_alive >= 0.3 else "high"
+def churn_level(risk: float) -> str:
+    return "low" if risk < 0.3 else "medium" if risk < 0.7 else "high"
 
 
 def confidence(f: Features, fit: LifetimeFit) -> dict[str, Any]:
@@ -277,7 +277,13 @@ def predictions_document(
         "p_buy_again_90d": _round(forecast.p_buy_again),
         "expected_purchases_90d": _round(forecast.expected_purchases),
         "p_alive": _round(forecast.p_alive),
-        "churn_risk": {"value": _round(1 - forecast.p_alive), "level": churn_level(forecast.p_alive)},
+        # Lapse risk: no purchase within the horizon, whether the customer left or only buys rarely. 1 - P(alive)
+        # alone says nothing where the panel shows no dropout (BG/NBD then reduces to NBD, P(alive) = 1).
+        "churn_risk": {
+            "value": _round(1 - forecast.p_buy_again),
+            "level": churn_level(1 - forecast.p_buy_again),
+            "definition": f"P(no purchase in the next {forecast.horizon_days} days)",
+        },
         "category_trends": trends_document(trends),
         "confidence": conf,
         "evidence": evidence_document(f),
