@@ -17,6 +17,7 @@ REGISTRY = {
     "twin2k": "evals.twin2k:Twin2k",
     "grounding": "evals.grounding:Grounding",
     "corrections": "evals.corrections:Corrections",
+    "backtest": "evals.backtest:Backtest",
 }
 
 

@@ -182,8 +182,17 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("show", help="what a twin knows: its profile of derived facts and persona summary")
     p.add_argument("twin_id", metavar="TWIN_ID")
-    p.add_argument("--json", action="store_true", help='print {"twin", "profile", "summary"} as JSON')
+    p.add_argument(
+        "--json", action="store_true", help='print {"twin", "profile", "summary", "predictions"} as JSON'
+    )
     p.set_defaults(run=_show)
+
+    p = sub.add_parser("predict", help="behaviour predictions: fit the customer-lifetime model on a panel")
+    predict = p.add_subparsers(dest="predict_command", metavar="ACTION", required=True)
+    k = predict.add_parser("fit", help="fit BG/NBD on every real twin's purchases, or one panel's")
+    k.add_argument("--panel", help="fit on this panel; its twins are predicted with this fit")
+    k.add_argument("--json", action="store_true")
+    k.set_defaults(run=_predict_fit)
 
     p = sub.add_parser("memories", help="what a twin knows about its customer: memories, sources, validity")
     p.add_argument("twin_id", metavar="TWIN_ID")
@@ -677,16 +686,22 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
+    from twinchat.domain.control import ConsentDenied
     from twinchat.domain.profile import show_document
 
     service = _service()
     document = show_document(
         service.twin(args.twin_id), service.profile(args.twin_id), service.identifiers(args.twin_id)
     )
+    try:  # predictions are a marketing use: the rest of the document is shown without them
+        document["predictions"] = service.predictions(args.twin_id, use=_use(args, "marketing"))
+    except ConsentDenied as exc:
+        document["predictions"] = {"available": False, "refused": str(exc), "simulated": True}
     if args.json:
         print(json.dumps(document, indent=2, ensure_ascii=False))
     else:
         _print_profile(document)
+        _print_predictions(document["predictions"])
     return 0
 
 
@@ -746,6 +761,50 @@ def _print_profile(document: dict) -> None:
         print(f"support     {support['issues']} issues")
         for item in support["latest"]:
             print(f"  {item['date'] or 'undated':10}  {_clip(item['subject'], 90)}")
+
+
+def _print_predictions(p: dict) -> None:
+    print()
+    if not p.get("available"):
+        print(f"predictions {p.get('refused') or p.get('reason')}")
+        return
+    churn, conf, ev = p["churn_risk"], p["confidence"], p["evidence"]
+    fitted = p["fitted_on"]
+    print(
+        f"predictions (simulated, {p['model']} fitted on {fitted['customers']} customers, as of {p['as_of']})"
+    )
+    interval = conf.get("p_buy_again_90")
+    around = f" (90% {interval[0]:.2f}-{interval[1]:.2f})" if interval else ""
+    print(f"  buys again in {p['horizon_days']} days   {p['p_buy_again_90d']:.2f}{around}")
+    print(f"  expected purchases       {p['expected_purchases_90d']:.2f}")
+    print(f"  churn risk               {churn['value']:.2f} ({churn['level']})")
+    print(f"  confidence               {conf['level']}: {conf['basis']}")
+    print(
+        f"  evidence                 {ev['purchase_days']} purchase days, {ev['first_purchase']} to "
+        f"{ev['last_purchase']}"
+    )
+    trends = p["category_trends"]
+    if not trends["available"]:
+        print(f"  interest drift           {trends['reason']}")
+        return
+    print(
+        f"  interest drift           older {trends['earlier']['days']} days vs newer {trends['recent']['days']}"
+    )
+    for c in trends["categories"]:
+        print(f"    {c['trend']:7}  {c['category']} ({c['earlier']} -> {c['recent']} days)")
+
+
+def _predict_fit(args: argparse.Namespace) -> int:
+    fit = _service().fit_lifetime(panel=args.panel, progress=True, use=_use(args, "marketing"))
+    if args.json:
+        print(json.dumps(fit.to_dict(), indent=2))
+        return 0
+    params = ", ".join(f"{k} {v:.4g}" for k, v in fit.params.items())
+    print(
+        f"fitted {fit.model} on {fit.customers} customers ({fit.repeaters} bought again), "
+        f"{fit.observed_from} to {fit.observed_until}: {params}"
+    )
+    return 0
 
 
 def _purpose_option(parser: argparse.ArgumentParser) -> None:

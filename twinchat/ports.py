@@ -10,6 +10,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from twinchat.domain.behaviour import Features, Forecast, LifetimeFit
 from twinchat.domain.control import AuditEntry, Consent, MemoryStatus
 from twinchat.domain.events import Event
 from twinchat.domain.keys import ApiKey
@@ -46,6 +47,18 @@ class ChatModel(ABC):
     def score_options(self, messages: Sequence[Message], options: Sequence[str]) -> dict[str, float] | None:
         """Mean log-likelihood per token of each option as the reply; None where the model cannot score."""
         return None
+
+
+class LifetimeModel(ABC):
+    """A customer-lifetime model: fitted on a panel's purchase histories, it forecasts one customer's."""
+
+    name: str = "lifetime-model"
+
+    @abstractmethod
+    def fit(self, panel: Sequence[Features], *, panel_name: str | None = None) -> LifetimeFit: ...
+
+    @abstractmethod
+    def forecast(self, fit: LifetimeFit, customer: Features, *, horizon_days: int) -> Forecast: ...
 
 
 class TokenCounter(ABC):

@@ -6,6 +6,8 @@ created on first use so that commands which do not need the LLM never load it.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -13,9 +15,21 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from twinchat.config import Settings
+from twinchat.domain.behaviour import (
+    HORIZON_DAYS,
+    LifetimeFit,
+    category_trends,
+    not_available,
+    predictions_document,
+    purchase_days,
+    trends_document,
+)
+from twinchat.domain.behaviour import features as behaviour_features
 from twinchat.domain.control import (
     LOCAL_CUSTOMER,
+    LOCAL_MARKETING,
     LOCAL_RESEARCH,
+    MARKETING,
     PURPOSES,
     SELF,
     AuditEntry,
@@ -53,7 +67,15 @@ from twinchat.domain.survey import (
     survey_answer_of,
 )
 from twinchat.importers.mapping import MappedImport
-from twinchat.ports import ChatModel, Embedder, KeyStore, MemoryStore, TokenCounter, TwinRegistry
+from twinchat.ports import (
+    ChatModel,
+    Embedder,
+    KeyStore,
+    LifetimeModel,
+    MemoryStore,
+    TokenCounter,
+    TwinRegistry,
+)
 
 
 class SessionNotFound(LookupError):
@@ -506,6 +528,94 @@ class TwinService:
             self._audit(use, "refused", twin_id, [], attempted=action)
             raise ConsentDenied(twin_id, use.purpose, consent)
         return twin
+
+    # --- behaviour predictions --------------------------------------------------------------------------
+
+    @cached_property
+    def lifetime_model(self) -> LifetimeModel:
+        from twinchat.adapters.bgnbd import BgNbdModel  # numpy and scipy, loaded only when predicting
+
+        return BgNbdModel()
+
+    def fit_lifetime(
+        self, *, panel: str | None = None, progress: bool = False, use: Use = LOCAL_MARKETING
+    ) -> LifetimeFit:
+        """Fit the customer-lifetime model on a panel's purchase histories (every real twin when None).
+
+        Only twins whose customers consent to marketing are used, and each is audited as used by the fit;
+        predictions are made as of the panel's last purchase day, stored with the fit.
+        """
+        twins = [t for t in self.registry.list_twins(panel=panel) if panel is not None or not t.synthetic]
+        allowed = [t.twin_id for t in twins if t.synthetic or self._consents_to(t.twin_id, MARKETING)]
+        histories = {}
+        for twin_id in _progress(allowed, enabled=progress, total=len(allowed), label="fit", unit="twin"):
+            days = purchase_days(self._valid_events(twin_id))
+            if days:
+                histories[twin_id] = days
+        if not histories:
+            raise ValueError(f"no purchases to fit on in {f'panel {panel!r}' if panel else 'any twin'}")
+        as_of = max(days[-1].day for days in histories.values())
+        panel_features = [f for days in histories.values() if (f := behaviour_features(days, as_of=as_of))]
+        fit = self.lifetime_model.fit(panel_features, panel_name=panel)
+        path = self._fit_path(panel)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(fit.to_dict(), indent=2) + "\n", encoding="utf-8")
+        self.registry.record(
+            [
+                AuditEntry(now(), use.actor, "fit", t, MARKETING, [], {"model": fit.model, "panel": panel})
+                for t in histories
+            ]
+        )
+        return fit
+
+    def lifetime_fit(self, twin_id: str) -> LifetimeFit | None:
+        """The stored fit a twin is predicted with: its first panel's that has one, else every twin's."""
+        for panel in [*sorted(self.twin(twin_id).panels), None]:
+            path = self._fit_path(panel)
+            if path.is_file():
+                return LifetimeFit.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        return None
+
+    def predictions(
+        self, twin_id: str, *, horizon_days: int = HORIZON_DAYS, use: Use = LOCAL_MARKETING
+    ) -> dict[str, Any]:
+        """The twin's behaviour predictions (twinchat.domain.behaviour), recomputed from its current events.
+
+        A use for marketing: refused (ConsentDenied, and audited) without the customer's consent.
+        """
+        self.authorize(twin_id, use, "predict")
+        days = purchase_days(self._valid_events(twin_id))
+        fit = self.lifetime_fit(twin_id)
+        if not days:
+            document = not_available("not enough history: this customer has no purchases")
+        elif fit is None:
+            document = not_available(
+                "no lifetime model fitted yet: run `twinchat predict fit` (or with --panel)",
+                category_trends=trends_document(category_trends(days)),
+            )
+        else:
+            # As of the fit's last day, or the twin's own later purchases: histories are often years old, and
+            # the calendar would call every customer lost; a prediction changes when events arrive, not daily.
+            as_of = max(fit.observed_until, days[-1].day)
+            f = behaviour_features(days, as_of=as_of)
+            assert f is not None
+            forecast = self.lifetime_model.forecast(fit, f, horizon_days=horizon_days)
+            document = predictions_document(f, forecast, fit, category_trends(days))
+        evidence = [e for d in days for e in d.event_ids]
+        self._audit(use, "predict", twin_id, evidence, available=document["available"])
+        return document
+
+    def _fit_path(self, panel: str | None) -> Path:
+        name = "all" if panel is None else "panel-" + re.sub(r"[^A-Za-z0-9_.-]", "_", panel)
+        return self.settings.home / "models" / f"lifetime-{name}.json"
+
+    def _valid_events(self, twin_id: str) -> list[Event]:
+        invalid = set(self.registry.memory_statuses(twin_id))
+        return [e for e in self.store.events(twin_id) if e.event_id not in invalid]
+
+    def _consents_to(self, twin_id: str, purpose: str) -> bool:
+        consent = self.registry.consents_of(twin_id).get(purpose)
+        return consent is not None and consent.granted
 
     def _audit(self, use: Use, action: str, twin_id: str, evidence: Sequence[str], **detail: Any) -> None:
         self.registry.record(

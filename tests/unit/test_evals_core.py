@@ -70,7 +70,7 @@ def test_a_nan_figure_is_refused_not_written(tmp_path: Path) -> None:
 
 def test_every_registered_evaluator_is_a_versioned_class_with_a_quick_size() -> None:
     found = evaluators()
-    assert set(found) == {"fidelity", "twin2k", "grounding", "corrections"}
+    assert set(found) == {"fidelity", "twin2k", "grounding", "corrections", "backtest"}
     for name, cls in found.items():
         assert issubclass(cls, Evaluator) and cls.name == name
         assert isinstance(cls.version, int) and cls.title and cls.protocol

@@ -323,7 +323,9 @@ def test_twinchat_show(monkeypatch, capsys, tmp_path: Path) -> None:
     capsys.readouterr()
     assert main(["show", "ann", "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
-    assert list(shown) == ["twin", "profile", "summary"]
+    assert list(shown) == ["twin", "profile", "summary", "predictions"]
+    # predictions are a marketing use, which new twins are not consented to by default
+    assert shown["predictions"]["available"] is False and "marketing" in shown["predictions"]["refused"]
     assert shown["twin"]["twin_id"] == "ann" and shown["twin"]["panels"] == ["pilot"]
     assert shown["profile"] == json.loads(json.dumps(update(Profile(), HISTORY).facts()))
     assert shown["summary"].startswith("A customer since 2011-01 from United Kingdom with 3 orders")

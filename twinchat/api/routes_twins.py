@@ -44,6 +44,22 @@ async def get_profile(twin_id: str, service: Service, key: Key) -> dict:
     return show_document(twin, await run_in_threadpool(service.profile, twin_id), identifiers)
 
 
+@router.get(
+    "/{twin_id}/predictions",
+    responses={403: {"description": "no consent for marketing"}, 404: {"description": "no such twin"}},
+)
+async def get_predictions(twin_id: str, service: Service, key: Key, horizon_days: int = 90) -> dict:
+    """Behaviour predictions (simulated): P(buys again) and expected purchases in ``horizon_days``, churn risk,
+    interest drift per category, with their evidence and confidence; the `predictions` of `twinchat show`.
+
+    A marketing use, checked against the customer's consent and audited (a customer key: their own twin)."""
+    if not 1 <= horizon_days <= 730:
+        raise ValueError("horizon_days: between 1 and 730")
+    use = key.use("marketing")
+    visible(key, twin_id)
+    return await run_in_threadpool(service.predictions, twin_id, horizon_days=horizon_days, use=use)
+
+
 @router.post(
     "/{twin_id}/ask",
     response_model=AnswerOut,

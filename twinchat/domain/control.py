@@ -14,6 +14,7 @@ PURPOSES = ("research", "product", "marketing")
 Purpose = Literal["research", "product", "marketing"]
 # A customer looking at or correcting their own twin needs no consent: it is their data, used for them.
 SELF = "self"
+MARKETING = "marketing"
 
 
 class ConsentDenied(PermissionError):
@@ -39,6 +40,7 @@ class Use:
 # The defaults of the command line: a local researcher, and a local customer acting on their own twin.
 LOCAL_RESEARCH = Use("local", "research")
 LOCAL_CUSTOMER = Use("local", SELF)
+LOCAL_MARKETING = Use("local", MARKETING)  # behaviour predictions: what a campaign would be planned on
 
 
 def check_purpose(purpose: str) -> str:
