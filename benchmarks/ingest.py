@@ -84,7 +84,7 @@ def run(size: Size, *, progress: bool = True) -> Measured:
         "updates; other = the registry (twins, consents, audit) and the rest",
         "peak_rss_mib: the importing process's peak (the model, the raw encoder's runs and the import); "
         "each layout and granularity is measured in a process of its own, into an empty store",
-        "layouts: per-twin writes a Chroma collection per twin (a batch of 256 events touches about as many "
+        "layouts: per-twin writes a Chroma collection per twin (a batch of events touches about as many "
         "collections as twins); sharded writes one add per shard and batch (TWINCHAT_STORE_LAYOUT=sharded)",
     ]
     return Measured(figures, reference, config, notes)
