@@ -10,7 +10,6 @@ writes the results file around it::
 from __future__ import annotations
 
 import json
-import math
 import os
 import resource
 import sys
@@ -28,6 +27,7 @@ from types import ModuleType
 from typing import Any, TypeVar
 
 from evals.bench_api import commit, machine, percentile
+from evals.core import check_finite
 
 FORMAT = "twinchat-bench/1"
 # Above this 1-minute load average (2 cores) other work would be measured too: wait for it to pass.
@@ -82,7 +82,7 @@ def measure(name: str, out: Path, *, quick: bool = False, wait: bool = True, pro
         "figures": measured.figures,
         "notes": measured.notes,
     }
-    check_finite(results["figures"])
+    check_finite(results["figures"], "figures")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     return results
@@ -231,18 +231,6 @@ def share(part: float, whole: float, *, digits: int = 4) -> float | None:
 
 def per_second(count: float, seconds: float, *, digits: int = 2) -> float | None:
     return round(count / seconds, digits) if seconds > 0 else None
-
-
-def check_finite(figures: Any, path: str = "figures") -> None:
-    """Refuse a NaN or an infinity anywhere in the figures: JSON has no place for them."""
-    if isinstance(figures, float) and not math.isfinite(figures):
-        raise ValueError(f"{path} is {figures}")
-    if isinstance(figures, dict):
-        for k, v in figures.items():
-            check_finite(v, f"{path}.{k}")
-    elif isinstance(figures, list):
-        for i, v in enumerate(figures):
-            check_finite(v, f"{path}[{i}]")
 
 
 class Stopwatch:

@@ -89,7 +89,7 @@ def evaluate(
     started = time.perf_counter()
     when = datetime.now(UTC)
     outcome = evaluator.run(out, settings, progress=progress)
-    _check_finite(outcome.summary)
+    check_finite(outcome.summary)
     result = {
         "evaluator": evaluator.name,
         "version": evaluator.version,
@@ -164,15 +164,19 @@ def code_version() -> str:
     return f"{head}{'+dirty' if dirty else ''}"
 
 
-def _check_finite(summary: Any, path: str = "summary") -> None:
+def check_finite(summary: Any, path: str = "summary") -> None:
+    """Refuse a NaN or an infinity anywhere in figures (JSON has no place for them): report a failure instead.
+
+    >>> check_finite({"a": [1.0, None]})
+    """
     if isinstance(summary, float) and not math.isfinite(summary):
         raise ValueError(f"{path} is {summary}: report a failure with its reason instead of a NaN")
     if isinstance(summary, Mapping):
         for key, value in summary.items():
-            _check_finite(value, f"{path}.{key}")
+            check_finite(value, f"{path}.{key}")
     elif isinstance(summary, (list, tuple)):
         for i, value in enumerate(summary):
-            _check_finite(value, f"{path}[{i}]")
+            check_finite(value, f"{path}[{i}]")
 
 
 def pearson(xs: Sequence[float], ys: Sequence[float]) -> float | None:

@@ -60,7 +60,7 @@ def test_ratios_shares_and_rates_refuse_an_empty_reference() -> None:
 def test_figures_with_nan_or_infinity_are_refused_by_path() -> None:
     check_finite({"a": [1.0, {"b": 2}], "c": None})
     with pytest.raises(ValueError, match=r"figures\.a\[1\]\.b is nan"):
-        check_finite({"a": [1.0, {"b": math.nan}]})
+        check_finite({"a": [1.0, {"b": math.nan}]}, "figures")
     with pytest.raises(ValueError, match="inf"):
         check_finite({"x": math.inf})
 
