@@ -44,7 +44,10 @@ def test_a_product_key_tests_two_variants_and_sees_rates_chart_and_refusals(serv
     summary, chart, rates, results = studio.simulate(product, "pilot", *FORM)
     assert "2 twins answered, 1 refused" in summary and "twin cat" in summary and "B - A:" in summary
     assert Path(chart).read_bytes()[:4] == b"\x89PNG"
-    assert list(rates["breakdown"].unique()) == ["all twins", "orders"] and set(rates["variant"]) == {"A", "B"}
+    assert list(rates["breakdown"].unique()) == ["all twins", "orders"] and set(rates["variant"]) == {
+        "A",
+        "B",
+    }
     document = json.loads(Path(results).read_text())
     assert document["simulated"] is True and document["campaign"]["variants"]["B"] == {
         "text": "Free delivery on cake stands"
