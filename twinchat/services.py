@@ -77,6 +77,7 @@ from twinchat.domain.survey import (
     AnswerMatrix,
     ChoiceAnswer,
     ChoiceModel,
+    Part,
     Question,
     SurveyAnswer,
     Weights,
@@ -1157,13 +1158,17 @@ class TwinService:
         )
         behaviour = offer_prior(fit, campaign.channel_of(variant))
         qid, text = campaign.question(variant)
-        choice = model.choose(twin_id, Question(qid, text, RESPONSES))
-        # The choice model knows something only where the panel answered this question before (or an LLM
-        # scored the options); otherwise it is a uniform prior and would only blur the behaviour part.
-        informed = choice.evidence != "panel_only" or any(p.name == "llm" for p in choice.parts)
-        parts = [(OFFER_BEHAVIOUR_WEIGHT if informed else 1.0, behaviour)]
-        if informed:
-            parts += [((1 - OFFER_BEHAVIOUR_WEIGHT) * p.weight, p.distribution) for p in choice.parts]
+        question = Question(qid, text, RESPONSES)
+        choice = model.choose(twin_id, question)
+        # Where the panel answered this question before, the choice model's parts (own, similar, panel, llm)
+        # share the weight with the behaviour part. Where nobody did, its panel part is uniform and would only
+        # blur the behaviour part: the LLM's part, if any, keeps its configured weight beside it.
+        weighted: list[tuple[float, Part]] = []
+        if model.matrix.find_key(question) is not None:
+            weighted = [((1 - OFFER_BEHAVIOUR_WEIGHT) * p.weight, p) for p in choice.parts]
+        else:
+            weighted = [(model.weights.llm, p) for p in choice.parts if p.name == "llm"]
+        parts = [(1.0 - sum(w for w, _ in weighted), behaviour)] + [(w, p.distribution) for w, p in weighted]
         dist = offer_pool(parts)
         texts = {d.day.isoformat(): ", ".join(d.products[:4]) for d in context.days}
         by_event = {e: day for day, d in zip(texts, context.days, strict=True) for e in d.event_ids}
@@ -1178,11 +1183,7 @@ class TwinService:
                 "distribution": {k: round(v, 4) for k, v in behaviour.items()},
             }
         ]
-        if informed:
-            shown += [
-                {**p.to_dict(), "weight": round((1 - OFFER_BEHAVIOUR_WEIGHT) * p.weight, 4)}
-                for p in choice.parts
-            ]
+        shown += [{**p.to_dict(), "weight": round(w, 4)} for w, p in weighted]
         return strategy.TwinResponse(
             twin_id,
             variant.key,

@@ -184,6 +184,21 @@ def test_an_offer_about_what_a_customer_buys_gets_more_buyers(service: TwinServi
     assert sum(record["distribution"].values()) == pytest.approx(1.0, abs=1e-3)
 
 
+def test_earlier_answers_to_the_campaign_question_join_through_the_choice_model(service: TwinService) -> None:
+    from tests.support.api import survey_records
+
+    c = campaign()
+    qid, text = c.question(c.variants[0])
+    service.ingest_records(survey_records(qid, text, [(f"c{i}", BUY) for i in range(0, 40, 2)]))
+    doc = service.simulate(c, ["c0", "c1"], use=MARKETING)
+    own = next(r for r in doc["records"] if r["twin_id"] == "c0" and r["variant"] == "A")
+    assert [p["name"] for p in own["parts"]] == ["behaviour", "panel", "own", "similar"][: len(own["parts"])]
+    assert own["parts"][0]["weight"] == 0.5 and own["p_response"] > 0.3 > own["parts"][0]["distribution"][BUY]
+    assert any(e["event_id"].startswith("survey") or "Q:" in e["text"] for e in own["evidence"])
+    other = next(r for r in doc["records"] if r["twin_id"] == "c0" and r["variant"] == "B")
+    assert [p["name"] for p in other["parts"]] == ["behaviour"]  # nobody answered B's question
+
+
 def test_offer_fit_reads_interest_price_and_activity() -> None:
     from twinchat.domain.behaviour import purchase_days
     from twinchat.domain.events import Event

@@ -38,8 +38,8 @@ CHANNELS: dict[str, tuple[float, float]] = {
 }
 MAX_VARIANTS = 8
 OFFER_PRIOR_VERSION = 1
-# The behaviour part's weight when the choice model has something to say (the panel answered this question
-# before, or an LLM scores options); alone, it has all the weight.
+# The behaviour part's weight where the panel answered this campaign question before (the choice model's parts
+# share the rest); elsewhere it has all the weight but the LLM's part (TWINCHAT_SURVEY_LLM_WEIGHT), if any.
 BEHAVIOUR_WEIGHT = 0.5
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _WORD = re.compile(r"[a-z]{4,}")
