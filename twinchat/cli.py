@@ -194,6 +194,15 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--json", action="store_true")
     k.set_defaults(run=_predict_fit)
 
+    p = sub.add_parser(
+        "simulate",
+        help="test a campaign's variants on a panel's twins: response rates, segments, A/B (simulated)",
+    )
+    p.add_argument("campaign", type=Path, metavar="CAMPAIGN.yaml", help="see examples/campaign.yaml")
+    p.add_argument("--panel", help="the panel to test on (else the campaign file's panel)")
+    p.add_argument("--out", type=Path, required=True, help="folder for results.json, report.md and chart.png")
+    p.set_defaults(run=_simulate)
+
     p = sub.add_parser("memories", help="what a twin knows about its customer: memories, sources, validity")
     p.add_argument("twin_id", metavar="TWIN_ID")
     p.add_argument("--search", help="only memories about this")
@@ -804,6 +813,42 @@ def _predict_fit(args: argparse.Namespace) -> int:
         f"fitted {fit.model} on {fit.customers} customers ({fit.repeaters} bought again), "
         f"{fit.observed_from} to {fit.observed_until}: {params}"
     )
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from twinchat.domain.campaign import Campaign, CampaignError
+
+    try:
+        campaign = Campaign.from_file(args.campaign)
+    except CampaignError as exc:
+        print(f"twinchat: error: {exc}", file=sys.stderr)
+        return 2
+    panel = args.panel or campaign.panel
+    if not panel:
+        print(
+            f"twinchat: error: {args.campaign}: panel: name the panel here or with --panel", file=sys.stderr
+        )
+        return 2
+    service = _service()
+    twin_ids = [t.twin_id for t in service.twins(panel=panel)]
+    if not twin_ids:
+        print(
+            f"twinchat: error: panel {panel!r} has no twins (`twinchat panels` lists them)", file=sys.stderr
+        )
+        return 1
+    from dataclasses import replace
+
+    from twinchat.simulation_files import summary_lines, write_simulation
+
+    document = service.simulate(
+        replace(campaign, panel=panel), twin_ids, progress=True, use=_use(args, "marketing")
+    )
+    for refusal in document["refused"]:
+        print(f"left out: {refusal['reason']}", file=sys.stderr)
+    paths = write_simulation(document, args.out)
+    print("\n".join(summary_lines(document)))
+    print(f"-> {', '.join(str(p) for p in paths)}")
     return 0
 
 

@@ -8,23 +8,39 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
 
 from twinchat.config import Settings
+from twinchat.domain import strategy
 from twinchat.domain.behaviour import (
     HORIZON_DAYS,
     LifetimeFit,
+    PurchaseDay,
     category_trends,
+    churn_level,
     not_available,
     predictions_document,
     purchase_days,
     trends_document,
 )
 from twinchat.domain.behaviour import features as behaviour_features
+from twinchat.domain.campaign import (
+    BEHAVIOUR_WEIGHT as OFFER_BEHAVIOUR_WEIGHT,
+)
+from twinchat.domain.campaign import (
+    OFFER_PRIOR_VERSION,
+    RESPONSES,
+    Campaign,
+    Variant,
+    offer_fit,
+    offer_prior,
+)
+from twinchat.domain.campaign import pool as offer_pool
+from twinchat.domain.campaign import reason as offer_reason
 from twinchat.domain.control import (
     LOCAL_CUSTOMER,
     LOCAL_MARKETING,
@@ -61,6 +77,7 @@ from twinchat.domain.survey import (
     AnswerMatrix,
     ChoiceAnswer,
     ChoiceModel,
+    Part,
     Question,
     SurveyAnswer,
     Weights,
@@ -1028,6 +1045,156 @@ class TwinService:
                 }
             yield record
 
+    # --- strategy tests --------------------------------------------------------------------------------
+
+    def simulate(
+        self,
+        campaign: Campaign,
+        twin_ids: Sequence[str],
+        *,
+        use: Use = LOCAL_MARKETING,
+        progress: bool = False,
+        respond: Callable[[str, Variant], Mapping[str, float]] | None = None,
+        draws: int = strategy.DRAWS,
+    ) -> dict[str, Any]:
+        """Test a campaign's variants on twins: response rates with intervals, segments, the A/B difference.
+
+        A marketing use: twins whose customers have not consented are left out and listed under ``refused``
+        (and their refusals audited); every twin asked is audited with the evidence its responses cited.
+        ``respond`` replaces how a twin responds (a distribution over RESPONSES): for tests with known
+        answers. The result is the document `twinchat simulate` writes as results.json (twinchat.domain.strategy).
+        """
+        refused: list[dict[str, str]] = []
+        allowed = []
+        for t in dict.fromkeys(twin_ids):
+            try:
+                self.authorize(t, use, "simulate")
+                allowed.append(t)
+            except ConsentDenied as exc:
+                refused.append({"twin_id": t, "reason": str(exc)})
+        model = self.choice_model(allowed) if allowed and respond is None else None
+        responses: list[strategy.TwinResponse] = []
+        for twin_id in _progress(
+            allowed, enabled=progress, total=len(allowed), label="simulate", unit="twin"
+        ):
+            context = self._offer_context(twin_id, campaign.segments)
+            cited: list[str] = []
+            for variant in campaign.variants:
+                if respond is not None:
+                    dist = {r: float(respond(twin_id, variant).get(r, 0.0)) for r in RESPONSES}
+                    total = sum(dist.values()) or 1.0
+                    dist = {r: v / total for r, v in dist.items()}
+                    response = strategy.TwinResponse(
+                        twin_id,
+                        variant.key,
+                        dist,
+                        strategy.p_response(dist, campaign.responding),
+                        "scripted response",
+                        [],
+                        [],
+                        context.segments,
+                    )
+                else:
+                    assert model is not None
+                    response = self._offer_response(twin_id, campaign, variant, model, context)
+                cited.extend(e["event_id"] for e in response.evidence)
+                responses.append(response)
+            self._audit(use, "simulate", twin_id, list(dict.fromkeys(cited)), campaign=campaign.name)
+        summary = strategy.summarize(campaign, responses, draws=draws)
+        return {
+            "simulated": True,
+            "campaign": campaign.to_dict(),
+            "date": now().isoformat(),
+            "purpose": use.purpose,
+            "twins": {
+                "asked": len(allowed) + len(refused),
+                "answered": len(allowed),
+                "refused": len(refused),
+            },
+            "refused": refused,
+            "response": {"options": list(RESPONSES), "counted": list(campaign.responding)},
+            **summary,
+            "model": {
+                "responses": "twinchat.domain.campaign: behaviour part (offer_prior "
+                f"v{OFFER_PRIOR_VERSION}) pooled with the choice model's parts where the panel answered before"
+                if respond is None
+                else "scripted",
+                "behaviour_weight": OFFER_BEHAVIOUR_WEIGHT,
+                "choice_weights": self.survey_weights.to_dict(),
+                "llm": self.settings.llm if self.survey_weights.llm > 0 else None,
+            },
+            "records": [r.to_dict() for r in responses],
+        }
+
+    def _offer_context(self, twin_id: str, segments: Sequence[str]) -> _OfferContext:
+        """What every variant's response of a twin stands on: its purchase days, order value, activity, segments."""
+        days = purchase_days(self._valid_events(twin_id))
+        facts = self.profile(twin_id).facts()["purchases"]
+        p_buy_again = None
+        fit = self.lifetime_fit(twin_id) if days else None
+        if fit is not None:
+            f = behaviour_features(days, as_of=max(fit.observed_until, days[-1].day))
+            assert f is not None
+            p_buy_again = self.lifetime_model.forecast(fit, f, horizon_days=HORIZON_DAYS).p_buy_again
+        orders = facts["orders"]
+        values = {
+            "country": next(iter(facts["countries"]), "unknown"),
+            "currency": facts["currency"] or "unknown",
+            "favourite_category": facts["favourite_categories"][0]["category"]
+            if facts["favourite_categories"]
+            else "none",
+            "churn_risk": churn_level(1 - p_buy_again) if p_buy_again is not None else "unknown",
+            "orders": "0" if orders == 0 else "1" if orders == 1 else "2-4" if orders < 5 else "5+",
+        }
+        return _OfferContext(
+            days, facts["average_order_value"], p_buy_again, {s: values[s] for s in segments}
+        )
+
+    def _offer_response(
+        self, twin_id: str, campaign: Campaign, variant: Variant, model: ChoiceModel, context: _OfferContext
+    ) -> strategy.TwinResponse:
+        fit = offer_fit(
+            variant, context.days, average_order=context.average_order, p_buy_again=context.p_buy_again
+        )
+        behaviour = offer_prior(fit, campaign.channel_of(variant))
+        qid, text = campaign.question(variant)
+        question = Question(qid, text, RESPONSES)
+        choice = model.choose(twin_id, question)
+        # Where the panel answered this question before, the choice model's parts (own, similar, panel, llm)
+        # share the weight with the behaviour part. Where nobody did, its panel part is uniform and would only
+        # blur the behaviour part: the LLM's part, if any, keeps its configured weight beside it.
+        weighted: list[tuple[float, Part]] = []
+        if model.matrix.find_key(question) is not None:
+            weighted = [((1 - OFFER_BEHAVIOUR_WEIGHT) * p.weight, p) for p in choice.parts]
+        else:
+            weighted = [(model.weights.llm, p) for p in choice.parts if p.name == "llm"]
+        parts = [(1.0 - sum(w for w, _ in weighted), behaviour)] + [(w, p.distribution) for w, p in weighted]
+        dist = offer_pool(parts)
+        texts = {d.day.isoformat(): ", ".join(d.products[:4]) for d in context.days}
+        by_event = {e: day for day, d in zip(texts, context.days, strict=True) for e in d.event_ids}
+        evidence = [
+            {"event_id": e, "text": f"{by_event[e]}: {texts[by_event[e]]}", "score": 1.0} for e in fit.matched
+        ] + [c.to_dict() for c in choice.citations]
+        shown = [
+            {
+                "name": "behaviour",
+                "weight": round(parts[0][0], 4),
+                "detail": fit.basis,
+                "distribution": {k: round(v, 4) for k, v in behaviour.items()},
+            }
+        ]
+        shown += [{**p.to_dict(), "weight": round(w, 4)} for w, p in weighted]
+        return strategy.TwinResponse(
+            twin_id,
+            variant.key,
+            dist,
+            strategy.p_response(dist, campaign.responding),
+            offer_reason(dist, fit),
+            evidence,
+            shown,
+            context.segments,
+        )
+
     # --- asking --------------------------------------------------------------------------------------
 
     @cached_property
@@ -1126,6 +1293,14 @@ class TwinService:
         )
 
 
+@dataclass(frozen=True)
+class _OfferContext:
+    days: list[PurchaseDay]
+    average_order: float | None
+    p_buy_again: float | None
+    segments: dict[str, str]
+
+
 def _profile_from(document: dict[str, Any] | None) -> Profile | None:
     try:
         return None if document is None else Profile.from_dict(document)
@@ -1141,5 +1316,5 @@ def _progress(
     from tqdm import tqdm
 
     # tqdm writes to stderr and disables itself when that is not a terminal (disable=None).
-    desc = label if label == "survey" else f"ingest {label}"
+    desc = label if label in ("survey", "simulate") else f"ingest {label}"
     return tqdm(items, total=total, desc=desc, unit=unit, disable=None, leave=False)

@@ -8,13 +8,16 @@ handlers return; the handlers only call TwinService and shape its results for di
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 import pandas as pd
 
+from twinchat.domain.campaign import Campaign
 from twinchat.domain.control import ConsentDenied, Use
 from twinchat.domain.keys import ApiKey
 from twinchat.domain.models import Answer
@@ -22,11 +25,16 @@ from twinchat.domain.profile import show_document
 from twinchat.domain.survey import Question, QuestionError
 from twinchat.jobs import records_csv
 from twinchat.services import TwinService
+from twinchat.simulation_files import chart, summary_lines
 from ui.common import SignedOut, clip, shown, signed_in
 from ui.downloads import write_download
 from ui.views import EVIDENCE_COLUMNS, answer_message, evidence_table, profile_card
 
-ROLES = ("researcher", "admin")
+ROLES = ("researcher", "admin")  # research: finding twins, chat, interviews, surveys
+MARKETERS = ("admin", "product")  # marketing: strategy tests (a product key sees only that tab's results)
+SIGN_IN_ROLES = ("researcher", "admin", "product")
+RATE_COLUMNS = ["breakdown", "group", "twins", "variant", "rate", "interval"]
+CHANNEL_CHOICES = ["email", "sms", "push", "post", "social", "web"]
 TWIN_COLUMNS = ["twin", "events", "panels", "consent", "label", "summary"]
 TWIN_WIDTHS: list[str | int] = ["90px", "70px", "110px", "90px", "80px", "340px"]
 INTERVIEW_COLUMNS = ["twin", "answer", "evidence", "note"]
@@ -73,7 +81,7 @@ class Studio:
         key = self.service.authenticate(secret)
         if key is None:
             raise SignedOut("unknown or revoked key; `twinchat keys create --role researcher` makes one")
-        if key.role not in ROLES:
+        if key.role not in SIGN_IN_ROLES:
             raise SignedOut(_wrong_role(key))
         panels = ["(all twins)", *self.service.panels()]
         welcome = f"Signed in with {key.role} key `{key.key_id}`{f' ({key.label})' if key.label else ''}."
@@ -263,6 +271,77 @@ class Studio:
         results = {"questions": [_question_dict(q) for q in questions], "records": records}
         return results_table(records), results, csv, summary
 
+    # --- strategy tests -------------------------------------------------------------------------------------
+
+    @shown
+    def simulate(
+        self,
+        secret: str,
+        panel: str | None,
+        name: str,
+        channel: str,
+        text_a: str,
+        price_a: float | None,
+        text_b: str,
+        price_b: float | None,
+        segments: list[str] | None,
+    ) -> tuple[str, str | None, pd.DataFrame, str]:
+        """(summary, chart, rates table, results.json download) of two variants tested on the panel's twins.
+
+        A marketing use (admin or product key): twins without their customers' consent are refused and counted.
+        """
+        use = signed_in(self.service, secret, *SIGN_IN_ROLES).use("marketing")
+        variants: dict[str, dict[str, Any]] = {}
+        for key, text, price in (("A", text_a, price_a), ("B", text_b, price_b)):
+            variants[key] = {"text": text or ""}
+            if price is not None and not (isinstance(price, float) and math.isnan(price)):
+                variants[key]["price"] = float(price)
+        data = {
+            "name": (name or "").strip() or "studio-test",
+            "channel": channel or "email",
+            "variants": variants,
+            "segments": list(segments or []),
+        }
+        campaign = Campaign.from_dict(data, source="the form")
+        chosen = _panel(panel)
+        twins = [t.twin_id for t in self.service.twins(panel=chosen)]
+        if not twins:
+            raise ValueError("this panel has no twins")
+        document = self.service.simulate(replace(campaign, panel=chosen), twins, use=use)
+        summary = "\n\n".join(summary_lines(document))
+        if document["refused"]:
+            summary += "\n\nLeft out, no consent for marketing:\n" + "\n".join(
+                f"- {r['reason']}" for r in document["refused"]
+            )
+        results = write_download(
+            "simulation-results.json", json.dumps(document, indent=2, ensure_ascii=False)
+        )
+        picture = None
+        if document["variants"]:
+            picture = str(Path(results).with_name("chart.png"))
+            chart(document, Path(picture))
+        return summary, picture, rates_table(document), results
+
+
+def rates_table(document: dict[str, Any]) -> pd.DataFrame:
+    """Each variant's rate and interval, overall and per segment value, one row each."""
+    blocks = [("all twins", {"all": {"n": document["twins"]["answered"], "variants": document["variants"]}})]
+    blocks += [(name, groups) for name, groups in document.get("segments", {}).items()]
+    rows = [
+        {
+            "breakdown": name,
+            "group": value,
+            "twins": group["n"],
+            "variant": key,
+            "rate": f"{v['rate']:.1%}",
+            "interval": f"{v['interval'][0]:.1%} to {v['interval'][1]:.1%}",
+        }
+        for name, groups in blocks
+        for value, group in groups.items()
+        for key, v in group["variants"].items()
+    ]
+    return pd.DataFrame(rows, columns=RATE_COLUMNS)
+
 
 def questions_table(questions: list[dict[str, Any]]) -> pd.DataFrame:
     rows = [
@@ -367,4 +446,4 @@ def _chain(first: str | Answer, rest: Iterator[str | Answer]) -> Iterator[str | 
 def _wrong_role(key: ApiKey) -> str:
     if key.role == "customer":
         return "this is the research studio; a customer key signs in to the customer portal at /portal"
-    return f"a {key.role} key may not use twins for research; the studio needs a researcher or admin key"
+    return f"a {key.role} key may not use the studio; it needs a researcher, admin or product key"

@@ -6,12 +6,15 @@ from typing import Any
 
 import gradio as gr
 
+from twinchat.domain.campaign import SEGMENTS
 from twinchat.services import TwinService
 from ui.common import PRIVATE, QUIET, SIMULATED
 from ui.downloads import DELETE_CACHE
 from ui.studio import (
+    CHANNEL_CHOICES,
     EXAMPLE_QUESTIONS,
     INTERVIEW_COLUMNS,
+    RATE_COLUMNS,
     RESULT_COLUMNS,
     SYNTHETIC_NOTE,
     TWIN_COLUMNS,
@@ -31,7 +34,7 @@ def build_studio(service: TwinService) -> gr.Blocks:
         secret = gr.State("")
         with gr.Row(equal_height=True) as key_row:
             key_box = gr.Textbox(
-                label="API key (researcher or admin)",
+                label="API key (researcher, admin, or product for strategy tests)",
                 type="password",
                 placeholder="tck_...  (twinchat keys create --role researcher)",
                 scale=4,
@@ -163,6 +166,71 @@ def build_studio(service: TwinService) -> gr.Blocks:
                         elem_id="survey-results",
                     )
                     csv = gr.File(label="Results as CSV", interactive=False, elem_id="survey-csv")
+                with gr.Tab("Strategy test", id="strategy"):
+                    gr.Markdown(
+                        "Describe two variants of an offer or message and test them on the panel chosen above "
+                        "(`twinchat simulate` does the same from a campaign file). A marketing use: it needs an "
+                        "admin or product key, and twins whose customers did not consent are left out and "
+                        "counted. Rates are the mean of each twin's probability of buying, with 95% bootstrap "
+                        "intervals; B - A is paired on the same twins."
+                    )
+                    with gr.Row(equal_height=True):
+                        campaign_name = gr.Textbox(
+                            label="Campaign name", value="spring-cakestand", scale=2, elem_id="strategy-name"
+                        )
+                        channel = gr.Dropdown(
+                            label="Channel",
+                            choices=CHANNEL_CHOICES,
+                            value="email",
+                            scale=1,
+                            elem_id="strategy-channel",
+                        )
+                        segments = gr.CheckboxGroup(
+                            label="Break down by",
+                            choices=list(SEGMENTS),
+                            value=["country"],
+                            scale=3,
+                            elem_id="strategy-segments",
+                        )
+                    with gr.Row(equal_height=True):
+                        text_a = gr.Textbox(
+                            label="Variant A",
+                            value="20% off cake stands this week",
+                            scale=4,
+                            elem_id="strategy-a",
+                        )
+                        price_a = gr.Number(label="Price A", value=8.5, scale=1, elem_id="strategy-price-a")
+                    with gr.Row(equal_height=True):
+                        text_b = gr.Textbox(
+                            label="Variant B",
+                            value="Free delivery on cake stands",
+                            scale=4,
+                            elem_id="strategy-b",
+                        )
+                        price_b = gr.Number(label="Price B", value=10.6, scale=1, elem_id="strategy-price-b")
+                    simulate = gr.Button("Test on the panel", variant="primary", elem_id="strategy-run")
+                    strategy_summary = gr.Markdown(elem_id="strategy-summary")
+                    with gr.Row():
+                        strategy_chart = gr.Image(
+                            label="Response rate per variant (simulated)",
+                            type="filepath",
+                            interactive=False,
+                            scale=3,
+                            elem_id="strategy-chart",
+                        )
+                        rates = gr.Dataframe(
+                            headers=RATE_COLUMNS,
+                            interactive=False,
+                            wrap=True,
+                            label="Rates with 95% intervals",
+                            scale=2,
+                            elem_id="strategy-rates",
+                        )
+                    strategy_json = gr.File(
+                        label="results.json (every twin's response)",
+                        interactive=False,
+                        elem_id="strategy-json",
+                    )
                 with gr.Tab("Synthetic twins", id="synthetic"):
                     gr.Markdown(SYNTHETIC_NOTE)
                     gr.Button("Create synthetic twins", interactive=False, elem_id="synthetic-create")
@@ -191,4 +259,7 @@ def build_studio(service: TwinService) -> gr.Blocks:
         upload.upload(studio.load_questionnaire, upload, questions, **PRIVATE)
         survey_outputs = [table, results, csv, summary]
         run.click(studio.run_survey, [secret, panel, survey_twins, questions], survey_outputs, **PRIVATE)
+        strategy_inputs = [secret, panel, campaign_name, channel, text_a, price_a, text_b, price_b, segments]
+        strategy_outputs = [strategy_summary, strategy_chart, rates, strategy_json]
+        simulate.click(studio.simulate, strategy_inputs, strategy_outputs, **PRIVATE)
     return page

@@ -40,6 +40,7 @@ def create_app(settings: Settings, *, service: TwinService | None = None, ui: bo
         routes_keys,
         routes_openai,
         routes_sessions,
+        routes_simulations,
         routes_twins,
     )
 
@@ -48,6 +49,7 @@ def create_app(settings: Settings, *, service: TwinService | None = None, ui: bo
     app.include_router(routes_control.router)
     app.include_router(routes_keys.router)
     routes_data.install(app)  # events, panels, choose, survey jobs
+    app.include_router(routes_simulations.router)
     app.include_router(routes_openai.router)
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

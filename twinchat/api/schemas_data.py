@@ -128,3 +128,24 @@ class SurveyJobOut(BaseModel):
     started_at: str | None
     finished_at: str | None
     result: str | None = Field(description="Where the result is downloaded, once the job has finished.")
+
+
+CAMPAIGN_EXAMPLE = {
+    "name": "spring-cakestand",
+    "channel": "email",
+    "variants": {
+        "A": {"text": "20% off cake stands this week", "price": 8.5},
+        "B": {"text": "Free delivery on cake stands", "price": 10.6},
+    },
+    "segments": ["country", "churn_risk"],
+}
+
+
+class SimulationRequest(BaseModel):
+    campaign: Any = Field(
+        description="The campaign as in a CAMPAIGN.yaml file: name, channel, variants, segments?, compare?, "
+        "response?, panel?",
+        examples=[CAMPAIGN_EXAMPLE],
+    )
+    panel: PanelName | None = Field(default=None, description="Test on this panel (else the campaign's) ...")
+    twin_ids: list[TwinId] | None = Field(default=None, description="... or on these twins (one of the two).")
