@@ -28,7 +28,7 @@ from twinchat.services import TwinService
 from twinchat.simulation_files import chart, summary_lines
 from ui.common import SignedOut, clip, shown, signed_in
 from ui.downloads import write_download
-from ui.views import EVIDENCE_COLUMNS, answer_message, evidence_table, profile_card
+from ui.views import EVIDENCE_COLUMNS, answer_message, evidence_table, predictions_card, profile_card
 
 ROLES = ("researcher", "admin")  # research: finding twins, chat, interviews, surveys
 MARKETERS = ("admin", "product")  # marketing: strategy tests (a product key sees only that tab's results)
@@ -137,11 +137,24 @@ class Studio:
     @shown
     def show(self, secret: str, twin_id: str | None) -> tuple[str, list, list, pd.DataFrame, None]:
         """A twin's profile card, and a fresh conversation with it: (card, chat, evidence per turn, table, session)."""
-        self._use(secret)
+        key = signed_in(self.service, secret, *ROLES)
         if not twin_id:
             return "Choose a twin.", [], [], _empty(EVIDENCE_COLUMNS), None
         card = profile_card(show_document(self.service.twin(twin_id), self.service.profile(twin_id)))
-        return card, [], [], _empty(EVIDENCE_COLUMNS), None
+        return f"{card}\n\n{self._predictions(key, twin_id)}", [], [], _empty(EVIDENCE_COLUMNS), None
+
+    def _predictions(self, key: ApiKey, twin_id: str) -> str:
+        """The twin's behaviour predictions: a marketing use, so for admin keys and with the customer's consent."""
+        if key.role != "admin":
+            document = {
+                "reason": "a marketing use: shown to admin keys (product keys: GET /v1/twins/{id}/predictions)"
+            }
+        else:
+            try:
+                document = self.service.predictions(twin_id, use=key.use("marketing"))
+            except ConsentDenied as exc:
+                document = {"refused": f"Refused: {exc}"}
+        return predictions_card(document)
 
     # --- chat ------------------------------------------------------------------------------------------------
 

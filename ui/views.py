@@ -66,6 +66,32 @@ def profile_card(document: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def predictions_card(p: dict[str, Any]) -> str:
+    """Markdown for a twin's behaviour predictions (`TwinService.predictions`), always labelled simulated."""
+    lines = ["#### Predictions (simulated)"]
+    if not p.get("available"):
+        return "\n".join([*lines, f"{p.get('refused') or p.get('reason')}"])
+    churn, conf, ev, fitted = p["churn_risk"], p["confidence"], p["evidence"], p["fitted_on"]
+    interval = conf.get("p_buy_again_90")
+    around = f" (90% {interval[0]:.2f} to {interval[1]:.2f})" if interval else ""
+    lines += [
+        f"{p['model']} fitted on {fitted['customers']} customers, as of {p['as_of']}; "
+        f"confidence {conf['level']}: {_cell(conf['basis'])}",
+        "",
+        f"- **Buys again within {p['horizon_days']} days**: {p['p_buy_again_90d']:.2f}{around}",
+        f"- **Expected purchases**: {p['expected_purchases_90d']:.2f}",
+        f"- **Churn risk**: {churn['value']:.2f} ({churn['level']}: {churn['definition']})",
+        f"- **Evidence**: {ev['purchase_days']} purchase days, {ev['first_purchase']} to {ev['last_purchase']}",
+    ]
+    trends = p["category_trends"]
+    if not trends["available"]:
+        return "\n".join([*lines, f"- **Interest drift**: {trends['reason']}"])
+    drift = ", ".join(
+        f"{c['category']} {c['trend']} ({c['earlier']} to {c['recent']} days)" for c in trends["categories"]
+    )
+    return "\n".join([*lines, f"- **Interest drift**: {_cell(drift) or 'none'}"])
+
+
 def _cell(text: str) -> str:
     return clip(text, 160)
 

@@ -259,3 +259,23 @@ def test_the_api_serves_the_studio_and_the_portal(service: TwinService) -> None:
 def test_the_command_line_stays_fast_without_gradio() -> None:
     code = "import sys, twinchat.cli as c; c._parser(); assert 'gradio' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_profile_card_shows_predictions_to_admins_with_the_customers_marketing_consent(
+    service: TwinService, researcher: str
+) -> None:
+    studio = Studio(service)
+    card = studio.show(researcher, "ann")[0]
+    assert "Predictions (simulated)" in card and "shown to admin keys" in card
+    assert not [e for e in service.audit(twin_id="ann") if e.action == "predict"]  # nothing was computed
+
+    admin = service.create_key("admin", label="tests")[1]
+    card = studio.show(admin, "ann")[0]
+    assert "Refused:" in card and "marketing" in card  # marketing is not among the default consents
+    service.set_consent("ann", "marketing", True)
+    card = studio.show(admin, "ann")[0]
+    assert "Refused" not in card and "Predictions (simulated)" in card
+    assert [e.action for e in service.audit(twin_id="ann") if e.action in ("predict", "refused")][-2:] == [
+        "refused",
+        "predict",
+    ]
