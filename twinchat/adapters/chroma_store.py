@@ -329,11 +329,9 @@ class ShardedChromaMemoryStore(_ChromaStore):
     def add_many(self, events_by_twin: dict[str, list[Event]]) -> None:
         # One encoder call for the whole batch, then one add per shard, its vectors found in the cache.
         self.embeddings.embed_documents([e.text for events in events_by_twin.values() for e in events])
-        by_shard: dict[int, list[tuple[str, Event]]] = {}
-        for twin_id, events in events_by_twin.items():
-            by_shard.setdefault(shard_of(twin_id, self.shards), []).extend((twin_id, e) for e in events)
-        for pairs in by_shard.values():
-            store = self._shard(pairs[0][0])
+        for twins in self._by_shard(t for t, events in events_by_twin.items() if events):
+            pairs = [(t, e) for t in twins for e in events_by_twin[t]]
+            store = self._shard(twins[0])
             for start in range(0, len(pairs), ADD_BATCH):
                 part = pairs[start : start + ADD_BATCH]
                 with _WRITES:
