@@ -275,6 +275,7 @@ def settings_config(settings: Any) -> dict[str, Any]:
     return {
         "llm": settings.llm,
         "embedder": settings.embedder,
+        "embedder_backend": settings.embedder_backend,
         "store": "chroma (embedded, on disk)" if store.startswith("chroma:") else store,
         "registry": "sqlite" if settings.database_url.startswith("sqlite") else "sql",
         "batch_size": settings.batch_size,

@@ -9,6 +9,10 @@ from twinchat.ports import ChatModel, Embedder, KeyStore, MemoryStore, TokenCoun
 def make_embedder(settings: Settings) -> Embedder:
     kind, _, target = settings.embedder.partition(":")
     if kind == "sentence-transformers":
+        if settings.embedder_backend == "onnx":
+            from twinchat.adapters.onnx_embedder import OnnxEmbedder
+
+            return OnnxEmbedder(target or "all-MiniLM-L6-v2", cache=settings.model_cache.expanduser())
         from twinchat.adapters.embedders import SentenceTransformerEmbedder
 
         return SentenceTransformerEmbedder(target or "all-MiniLM-L6-v2")

@@ -18,8 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
-from twinchat.adapters.embedders import SentenceTransformerEmbedder
 from twinchat.config import Settings
+from twinchat.factory import make_embedder
+from twinchat.ports import Embedder
 from twinchat.services import TwinService
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,8 +73,10 @@ HISTORY = [
 
 
 @pytest.fixture(scope="session")
-def embedder() -> SentenceTransformerEmbedder:
-    return SentenceTransformerEmbedder()
+def embedder() -> Embedder:
+    """The default embedder, as a user gets it: the bundled MiniLM run by ONNX Runtime (exported on first use
+    into TWINCHAT_MODEL_CACHE, ~/.cache/twinchat)."""
+    return make_embedder(Settings())
 
 
 @pytest.fixture
@@ -84,7 +87,7 @@ def history_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def real_service(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> TwinService:
+def real_service(tmp_path: Path, embedder: Embedder) -> TwinService:
     return TwinService.from_settings(Settings(home=tmp_path / "home"), embedder=embedder)
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from evals.corrections import FACTS_BY_VARIABLE, mentioned, run
-from twinchat.adapters.embedders import SentenceTransformerEmbedder
 from twinchat.config import Settings
+from twinchat.ports import Embedder
 
 
 def test_free_answers_are_read_for_the_value_they_state() -> None:
@@ -20,7 +20,7 @@ def test_free_answers_are_read_for_the_value_they_state() -> None:
 
 @pytest.mark.slow
 def test_a_small_run_follows_corrections_and_leaves_other_facts_alone(
-    shared_data: Path, tmp_path: Path, embedder: SentenceTransformerEmbedder
+    shared_data: Path, tmp_path: Path, embedder: Embedder
 ) -> None:
     result = run(
         seed=0,

@@ -12,14 +12,14 @@ import pytest
 
 from twinchat import factory
 from twinchat.adapters.chroma_store import ChromaMemoryStore, ShardedChromaMemoryStore, make_client
-from twinchat.adapters.embedders import CachedEmbeddings, SentenceTransformerEmbedder
+from twinchat.adapters.embedders import CachedEmbeddings
 from twinchat.adapters.sql_registry import SqlTwinRegistry
 from twinchat.config import Settings
 from twinchat.domain.control import LOCAL_CUSTOMER, AuditEntry
 from twinchat.domain.events import Event
 from twinchat.domain.readers import RawRecord
 from twinchat.domain.sessions import now
-from twinchat.ports import MemoryStore
+from twinchat.ports import Embedder, MemoryStore
 from twinchat.services import TwinService
 from twinchat.testing import FakeChatModel, HashEmbedder, WordCounter
 
@@ -67,9 +67,7 @@ def files_holding(home: Path, needles: dict[str, bytes]) -> dict[str, list[str]]
 
 
 @pytest.fixture(params=["per-twin", "sharded"])
-def service(
-    request: pytest.FixtureRequest, tmp_path: Path, embedder: SentenceTransformerEmbedder
-) -> TwinService:
+def service(request: pytest.FixtureRequest, tmp_path: Path, embedder: Embedder) -> TwinService:
     # The real store, registry and embedder on disk; a scripted chat model, whose reply reaches the sessions.
     # One shard: the erased twin shares it with the kept one, so the shard must be rebuilt without it.
     settings = Settings(home=tmp_path / "home", store_layout=request.param, store_shards=1)
@@ -84,7 +82,7 @@ def service(
 
 @pytest.mark.slow
 def test_erasing_a_twin_leaves_none_of_its_history_in_any_file(
-    service: TwinService, embedder: SentenceTransformerEmbedder
+    service: TwinService, embedder: Embedder
 ) -> None:
     token = uuid.uuid4().hex
     gone, kept = f"zq-gone-{token}", f"zq-kept-{token}"

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.integration.conftest import HISTORY, PYTHON, ROOT, free_port, stop, wait_http
+from twinchat.adapters import chroma_store
 from twinchat.adapters.chroma_migrate import migrate, store_info
 from twinchat.adapters.chroma_store import (
     ChromaMemoryStore,
@@ -22,9 +23,9 @@ from twinchat.adapters.chroma_store import (
     make_client,
     read_layout,
 )
-from twinchat.adapters.embedders import CachedEmbeddings, SentenceTransformerEmbedder
+from twinchat.adapters.embedders import CachedEmbeddings
 from twinchat.domain.events import Event
-from twinchat.ports import MemoryStore
+from twinchat.ports import Embedder, MemoryStore
 
 pytestmark = pytest.mark.slow
 
@@ -77,9 +78,7 @@ def client(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
 
 
 @pytest.fixture(params=["per-twin", "sharded"])
-def make_store(
-    request: pytest.FixtureRequest, client: Any, embedder: SentenceTransformerEmbedder
-) -> MakeStore:
+def make_store(request: pytest.FixtureRequest, client: Any, embedder: Embedder) -> MakeStore:
     def build() -> MemoryStore:
         if request.param == "sharded":
             # Two shards for three twins: twins share a shard, which is what the filter has to get right.
@@ -146,6 +145,22 @@ def test_the_store_behaves_the_same_in_every_mode(make_store: MakeStore) -> None
     assert store.count("C-300") == 1 and store.count("C-100") == 3
 
 
+def test_a_twin_searched_exactly_or_through_chromas_index_gets_the_same_evidence(
+    make_store: MakeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = make_store()
+    store.add_many(history_events())
+    questions = ("gardening tools for children", "cake stand", "opening hours", "a refund for a late parcel")
+    exact = {(t, q): store.search(t, q, k=3) for t in ("C-100", "C-300") for q in questions}
+    # Past EXACT_SEARCH_LIMIT records a twin is searched through Chroma's HNSW index instead.
+    monkeypatch.setattr(chroma_store, "EXACT_SEARCH_LIMIT", 1)
+    for (twin, question), want in exact.items():
+        got = store.search(twin, question, k=3)
+        assert [m.event.event_id for m in got] == [m.event.event_id for m in want], (twin, question)
+        assert [m.event.customer_id for m in got] == [twin] * len(want)
+        assert max(abs(a.score - b.score) for a, b in zip(got, want, strict=True)) < 1e-4
+
+
 # --- twinchat store migrate, end to end ------------------------------------------------------------------------
 
 
@@ -163,7 +178,7 @@ def answer(env: dict[str, str], twin: str, question: str) -> tuple[str, list[str
 
 
 def test_a_store_migrated_to_sharded_answers_the_same_even_after_an_interrupted_run(
-    tmp_path: Path, embedder: SentenceTransformerEmbedder
+    tmp_path: Path, embedder: Embedder
 ) -> None:
     import os
 
