@@ -14,6 +14,7 @@ import os
 import resource
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -235,21 +236,32 @@ def per_second(count: float, seconds: float, *, digits: int = 2) -> float | None
 
 class Stopwatch:
     """Seconds spent inside ``with watch:`` blocks, added up, how many there were, and (``items``) what they
-    handled, where the caller counts it."""
+    handled, where the caller counts it. Blocks may run on several threads at once: ``main_seconds`` is the
+    part spent on the main thread (what the others overlapped with)."""
 
     def __init__(self) -> None:
         self.seconds = 0.0
+        self.main_seconds = 0.0
         self.calls = 0
         self.items = 0
-        self._started = 0.0
+        self._local = threading.local()
+        self._lock = threading.Lock()
 
     def __enter__(self) -> Stopwatch:
-        self._started = time.perf_counter()
+        self._local.started = time.perf_counter()
         return self
 
     def __exit__(self, *_: object) -> None:
-        self.seconds += time.perf_counter() - self._started
-        self.calls += 1
+        spent = time.perf_counter() - self._local.started
+        with self._lock:
+            self.seconds += spent
+            if threading.current_thread() is threading.main_thread():
+                self.main_seconds += spent
+            self.calls += 1
+
+    def count(self, items: int) -> None:
+        with self._lock:
+            self.items += items
 
     def wrap(self, function: Callable[..., Any]) -> Callable[..., Any]:
         """``function`` with its calls timed by this stopwatch."""
@@ -302,7 +314,7 @@ def timed_embedder(embedder: Any, watch: Stopwatch) -> Any:
         name = embedder.name
 
         def embed_batch(self, texts: Sequence[str]) -> list[list[float]]:
-            watch.items += len(texts)
+            watch.count(len(texts))
             with watch:
                 return embedder.embed_batch(texts)
 

@@ -90,6 +90,11 @@ class MemoryStore(ABC):
         for twin_id, events in events_by_twin.items():
             self.add(twin_id, events)
 
+    def embed_ahead(self, texts: Sequence[str]) -> None:
+        """Encode texts about to be added, so that the add finds their vectors ready (a store that keeps
+        vectors of recent texts; others need do nothing). Safe to call from another thread than the add's."""
+        return None
+
     @abstractmethod
     def stored_texts(self, twin_id: str, event_ids: Sequence[str]) -> dict[str, str]:
         """The text stored under each of these ids that exists in the twin's collection."""
@@ -132,6 +137,10 @@ class TwinRegistry(ABC):
 
     @abstractmethod
     def get(self, twin_id: str) -> Twin | None: ...
+
+    def get_many(self, twin_ids: Sequence[str]) -> dict[str, Twin | None]:
+        """:meth:`get` for several twins at once (a registry may answer in fewer queries)."""
+        return {t: self.get(t) for t in twin_ids}
 
     @abstractmethod
     def list_twins(self, *, panel: str | None = None) -> list[Twin]: ...

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -258,8 +259,31 @@ class TwinService:
         records for a twin of the other kind are rejected, so real and synthetic histories never mix.
         """
         report = report or IngestReport()
+        batches = self._batches(
+            _progress(records, enabled=progress, total=total, label=label), report, source=source
+        )
+        # Each batch's new texts are encoded on a thread of their own while the batch before is written: the
+        # encoder releases the GIL as it runs, so encoding and Chroma's writes overlap. The writes stay in
+        # order, in this thread; the encoder only reads the store and fills the embeddings' cache.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="twinchat-encode") as encoder:
+            previous: tuple[list[tuple[RawRecord, Event]], Future[None]] | None = None
+            for batch in batches:
+                encoding = encoder.submit(self._embed_ahead, batch)
+                if previous is not None:
+                    previous[1].result()
+                    self._store_batch(previous[0], panel, report, audit_as, synthetic)
+                previous = (batch, encoding)
+            if previous is not None:
+                previous[1].result()
+                self._store_batch(previous[0], panel, report, audit_as, synthetic)
+        return report
+
+    def _batches(
+        self, records: Records, report: IngestReport, *, source: str | None
+    ) -> Iterator[list[tuple[RawRecord, Event]]]:
+        """The valid records as events, in batches of TWINCHAT_BATCH_SIZE; the invalid ones reported."""
         batch: list[tuple[RawRecord, Event]] = []
-        for item in _progress(records, enabled=progress, total=total, label=label):
+        for item in records:
             report.rows_read += 1
             if isinstance(item, RowProblem):
                 report.rejected.append(item)
@@ -271,11 +295,21 @@ class TwinService:
                 continue
             batch.append((item, event))
             if len(batch) >= self.settings.batch_size:
-                self._store_batch(batch, panel, report, audit_as, synthetic)
+                yield batch
                 batch = []
         if batch:
-            self._store_batch(batch, panel, report, audit_as, synthetic)
-        return report
+            yield batch
+
+    def _embed_ahead(self, batch: list[tuple[RawRecord, Event]]) -> None:
+        """Encode the batch's texts that the store does not hold yet (a re-run encodes nothing). Only a
+        forecast: :meth:`_store_batch` decides what is new once the batches before it are written."""
+        ids: dict[str, list[str]] = {}
+        for _, event in batch:
+            ids.setdefault(event.customer_id, []).append(event.event_id)
+        stored = self.store.stored_texts_many(ids)
+        self.store.embed_ahead(
+            list(dict.fromkeys(e.text for _, e in batch if e.event_id not in stored[e.customer_id]))
+        )
 
     def _store_batch(
         self,
@@ -288,7 +322,7 @@ class TwinService:
         by_twin: dict[str, list[tuple[RawRecord, Event]]] = {}
         for raw, event in batch:
             by_twin.setdefault(event.customer_id, []).append((raw, event))
-        twins = {t: self.registry.get(t) for t in by_twin}
+        twins = self.registry.get_many(list(by_twin))
         for twin_id, twin in twins.items():
             if twin is not None and twin.synthetic != synthetic:
                 kind = "synthetic" if twin.synthetic else "a real customer's"

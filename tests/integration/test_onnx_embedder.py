@@ -70,10 +70,15 @@ def test_a_model_the_export_would_change_falls_back_to_pytorch(tmp_path: Path) -
     shutil.copytree(bundled_model_path("all-MiniLM-L6-v2"), model)
     pooling = model / "1_Pooling" / "config.json"
     config = json.loads(pooling.read_text())
-    pooling.write_text(json.dumps({**config, "pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}))
+    pooling.write_text(
+        json.dumps({**config, "pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False})
+    )
 
     embedder = OnnxEmbedder(str(model), cache=tmp_path / "cache")
     with pytest.warns(UserWarning, match="PyTorch instead of ONNX Runtime.*differ"):
         vectors = np.array(embedder.embed_batch(TEXTS[:4]))
-    assert np.abs(vectors - np.array(SentenceTransformerEmbedder(str(model)).embed_batch(TEXTS[:4]))).max() < 1e-6
+    assert (
+        np.abs(vectors - np.array(SentenceTransformerEmbedder(str(model)).embed_batch(TEXTS[:4]))).max()
+        < 1e-6
+    )
     assert not list((tmp_path / "cache" / "onnx").glob("*.onnx")), "a refused export is not kept"

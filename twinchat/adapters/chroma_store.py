@@ -200,6 +200,9 @@ class _ChromaStore(MemoryStore):
                 self._stores.popitem(last=False)
             return store
 
+    def embed_ahead(self, texts: Sequence[str]) -> None:
+        self.embeddings.embed_documents(list(texts))
+
     def _forget(self, name: str) -> None:
         with self._lock:
             self._stores.pop(name, None)
@@ -395,14 +398,16 @@ class ShardedChromaMemoryStore(_ChromaStore):
         return found
 
     def counts(self, twin_ids: Sequence[str]) -> dict[str, int]:
-        # One get of the metadata per shard (twin_id $in the shard's twins), counted here.
+        # One get of the ids per shard (twin_id $in the shard's twins), each id counted to the twin its prefix
+        # names (record_id): no metadata is read.
         counted = dict.fromkeys(twin_ids, 0)
         for twins in self._by_shard(twin_ids):
             for start in range(0, len(twins), ADD_BATCH):
                 part = twins[start : start + ADD_BATCH]
-                got = self._shard(part[0]).get(where={"twin_id": {"$in": part}}, include=["metadatas"])
-                for meta in got["metadatas"]:
-                    counted[meta["twin_id"]] += 1
+                by_prefix = {record_prefix(t): t for t in part}
+                got = self._shard(part[0]).get(where={"twin_id": {"$in": part}}, include=[])
+                for found in got["ids"]:
+                    counted[by_prefix[found.partition(":")[0]]] += 1
         return counted
 
     def _by_shard(self, twin_ids: Iterable[str]) -> list[list[str]]:
@@ -490,7 +495,12 @@ ADD_BATCH = 2000
 
 def record_id(twin_id: str, event_id: str) -> str:
     """A record's id in a shard: event ids are unique within a twin only, so the twin's digest prefixes it."""
-    return f"{hashlib.sha1(twin_id.encode()).hexdigest()[:16]}:{event_id}"
+    return f"{record_prefix(twin_id)}:{event_id}"
+
+
+def record_prefix(twin_id: str) -> str:
+    """What every record id of this twin starts with, before the ``:``."""
+    return hashlib.sha1(twin_id.encode()).hexdigest()[:16]
 
 
 def rebuild_without(client: Any, name: str, twin_id: str) -> None:

@@ -194,6 +194,12 @@ class SqlTwinRegistry(TwinRegistry):
         twins = self._select(self.twins.c.twin_id == twin_id)
         return twins[0] if twins else None
 
+    def get_many(self, twin_ids: Sequence[str]) -> dict[str, Twin | None]:
+        found: dict[str, Twin | None] = dict.fromkeys(twin_ids)
+        for chunk in _chunks(list(found), 500):
+            found.update({t.twin_id: t for t in self._select(self.twins.c.twin_id.in_(chunk))})
+        return found
+
     def list_twins(self, *, panel: str | None = None) -> list[Twin]:
         if panel is None:
             return self._select(None)

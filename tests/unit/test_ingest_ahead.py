@@ -1,0 +1,83 @@
+"""Ingestion encodes each batch's new texts on a thread of its own while the batch before is written (fakes;
+against the real encoder and Chroma: tests/integration/test_ingest_ahead_real.py)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from twinchat.domain.readers import RawRecord
+from twinchat.testing import InMemoryStore, fake_service
+
+
+class RecordingStore(InMemoryStore):
+    """The in-memory store, noting what it was asked to encode ahead, and on which thread."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.ahead: list[tuple[str, list[str]]] = []
+
+    def embed_ahead(self, texts: Sequence[str]) -> None:
+        self.ahead.append((threading.current_thread().name, list(texts)))
+
+
+def rows(n: int) -> list[RawRecord]:
+    return [
+        RawRecord(
+            "h.jsonl", i + 1, {"customer_id": f"C-{i % 3}", "event_id": f"e{i}", "text": f"Bought item {i}"}
+        )
+        for i in range(n)
+    ]
+
+
+def test_each_batch_is_encoded_ahead_on_its_own_thread_and_a_rerun_encodes_nothing(tmp_path: Path) -> None:
+    service = fake_service(tmp_path, batch_size=4)
+    store = RecordingStore(service.store.embedder)  # type: ignore[attr-defined]
+    service.store = store
+
+    report = service.ingest_records(rows(10))
+    assert report.stored == 10 and not report.rejected
+    assert [texts for _, texts in store.ahead] == [
+        [f"Bought item {i}" for i in range(0, 4)],
+        [f"Bought item {i}" for i in range(4, 8)],
+        [f"Bought item {i}" for i in range(8, 10)],
+    ]
+    assert {thread for thread, _ in store.ahead} != {threading.current_thread().name}
+    assert all(thread.startswith("twinchat-encode") for thread, _ in store.ahead)
+
+    store.ahead.clear()
+    again = service.ingest_records(rows(10))
+    assert again.stored == 0 and again.duplicates == 10
+    assert [texts for _, texts in store.ahead] == [[], [], []]  # all stored already: nothing to encode
+
+
+def test_a_record_repeated_in_the_next_batch_is_stored_once(tmp_path: Path) -> None:
+    # Batch 2 is looked at ahead before batch 1 is written: the look ahead misses the repeat, the write does not.
+    service = fake_service(tmp_path, batch_size=3)
+    records = rows(3) + [RawRecord("h.jsonl", 4, rows(1)[0].record)] + rows(6)[3:]
+    report = service.ingest_records(records)
+    assert report.stored == 6 and report.duplicates == 1
+    assert sum(service.store.count(f"C-{i}") for i in range(3)) == 6
+
+
+def test_an_error_while_writing_stops_the_import_and_leaves_the_batches_before_stored(tmp_path: Path) -> None:
+    service = fake_service(tmp_path, batch_size=4)
+    original = service.store.add_many
+    calls = 0
+
+    def fail_on_second(events_by_twin: dict) -> None:  # type: ignore[type-arg]
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise OSError("disk full")
+        original(events_by_twin)
+
+    service.store.add_many = fail_on_second  # type: ignore[method-assign]
+    try:
+        service.ingest_records(rows(12))
+    except OSError as exc:
+        assert "disk full" in str(exc)
+    else:
+        raise AssertionError("the error was swallowed")
+    assert sum(service.store.count(f"C-{i}") for i in range(3)) == 4
