@@ -60,12 +60,12 @@ class OnnxEmbedder(Embedder):
         self.cache = cache
         self.batch_size = batch_size
         self.threads = threads  # 0: onnxruntime's default, a thread per physical core
-        self._loaded: tuple[Any, Any, int] | None = None  # session, tokenizer, max_seq_length
+        self._loaded: tuple[Any, Any] | None = None  # session, tokenizer
         self._fallback: SentenceTransformerEmbedder | None = None
         self._lock = threading.Lock()
 
-    def _load(self) -> tuple[Any, Any, int] | None:
-        """The session, tokenizer and window; None once the model has fallen back to PyTorch."""
+    def _load(self) -> tuple[Any, Any] | None:
+        """The session and tokenizer; None once the model has fallen back to PyTorch."""
         with self._lock:
             if self._loaded is None and self._fallback is None:
                 try:
@@ -75,14 +75,10 @@ class OnnxEmbedder(Embedder):
                     self._fallback = SentenceTransformerEmbedder(self.name, batch_size=self.batch_size)
                     return None
                 ort = require("onnxruntime", "onnxruntime")
-                tokenizers = require("tokenizers", "tokenizers")
                 options = ort.SessionOptions()
                 options.intra_op_num_threads = self.threads
                 session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
-                tokenizer = tokenizers.Tokenizer.from_file(str(self.path / "tokenizer.json"))
-                tokenizer.no_padding()
-                tokenizer.enable_truncation(meta["max_seq_length"])
-                self._loaded = (session, tokenizer, meta["max_seq_length"])
+                self._loaded = (session, _tokenizer(self.path, meta["max_seq_length"]))
         return self._loaded
 
     def embed_batch(self, texts: Sequence[str]) -> list[list[float]]:
@@ -93,18 +89,29 @@ class OnnxEmbedder(Embedder):
             assert self._fallback is not None
             return self._fallback.embed_batch(texts)
         np = require("numpy", "numpy")
-        session, tokenizer, _ = loaded
+        session, tokenizer = loaded
         encodings = tokenizer.encode_batch(list(texts))
         # Longest first, in batches: each batch is padded to its own longest text, as sentence-transformers does.
         order = sorted(range(len(encodings)), key=lambda i: -len(encodings[i].ids))
-        vectors = np.empty((len(encodings), 0), dtype=np.float32)
-        for start in range(0, len(order), self.batch_size):
-            part = [encodings[i] for i in order[start : start + self.batch_size]]
-            embedded = session.run(None, _feed(np, part))[0]
-            if vectors.shape[1] == 0:
-                vectors = np.empty((len(encodings), embedded.shape[1]), dtype=np.float32)
-            vectors[order[start : start + self.batch_size]] = embedded
+        embedded = np.concatenate(
+            [
+                session.run(None, _feed(np, [encodings[i] for i in order[start : start + self.batch_size]]))[
+                    0
+                ]
+                for start in range(0, len(order), self.batch_size)
+            ]
+        )
+        vectors = np.empty_like(embedded)
+        vectors[order] = embedded  # back in the order asked
         return vectors.tolist()
+
+
+def _tokenizer(model: Path, window: int) -> Any:
+    """The model's own Rust tokenizer, cutting at the model's window and padding nothing (batches pad)."""
+    tokenizer = require("tokenizers", "tokenizers").Tokenizer.from_file(str(model / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(window)
+    return tokenizer
 
 
 def _feed(np: Any, encodings: Sequence[Any]) -> dict[str, Any]:
@@ -189,9 +196,7 @@ def _export_checked(model: Path, target: Path) -> dict[str, Any]:
                 dynamo=False,
             )
         session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
-        tokenizer = require("tokenizers", "tokenizers").Tokenizer.from_file(str(model / "tokenizer.json"))
-        tokenizer.no_padding()
-        tokenizer.enable_truncation(reference.max_seq_length)
+        tokenizer = _tokenizer(model, reference.max_seq_length)
         got = session.run(None, _feed(np, tokenizer.encode_batch(list(PROBES))))[0]
         want = reference.encode(list(PROBES), normalize_embeddings=True, show_progress_bar=False)
         difference = float(np.abs(got - want).max())

@@ -82,7 +82,7 @@ class Profile:
 
     def to_dict(self) -> dict[str, Any]:
         """The profile as a JSON-ready document; ``Profile.from_dict(p.to_dict()) == p``."""
-        data = {f.name: _copied(getattr(self, f.name)) for f in fields(self)}
+        data = vars(self.copy())  # a fresh copy's fields: nothing shared with this profile
         for name in _DATES:
             data[name] = data[name].isoformat() if data[name] else None
         return data
