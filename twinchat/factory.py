@@ -43,7 +43,9 @@ def make_store_client(settings: Settings):  # type: ignore[no-untyped-def]
     spec = settings.store_spec
     if spec.startswith("chroma:"):
         settings.home.mkdir(parents=True, exist_ok=True)
-    return make_client(spec, memory_mib=settings.store_memory_mib)
+    # The shards, and the collection recording the layout
+    resident = settings.store_shards + 1 if settings.store_layout == "sharded" else 0
+    return make_client(spec, memory_mib=settings.store_memory_mib, resident=resident)
 
 
 def make_keys(settings: Settings) -> KeyStore:

@@ -161,6 +161,68 @@ def test_a_twin_searched_exactly_or_through_chromas_index_gets_the_same_evidence
         assert max(abs(a.score - b.score) for a, b in zip(got, want, strict=True)) < 1e-4
 
 
+# --- Chroma dropping indexes from its cache ----------------------------------------------------------------------
+# chromadb 1.5.9 drops HNSW indexes from a cache split into 64 parts and reloads a dropped one from disk without
+# the records it has not persisted yet (see chroma_store.CACHE_PARTS). A client with room for 16 indexes drops
+# them all the time.
+
+
+@pytest.mark.parametrize("exact", [True, False], ids=["exact", "index"])
+@pytest.mark.parametrize("layout", ["per-twin", "sharded"])
+def test_every_twin_is_searched_whole_while_chroma_drops_indexes_from_its_cache(
+    tmp_path: Path, embedder: Embedder, monkeypatch: pytest.MonkeyPatch, layout: str, exact: bool
+) -> None:
+    if not exact:
+        monkeypatch.setattr(chroma_store, "EXACT_SEARCH_LIMIT", 0)  # through the HNSW index
+    client = make_client(f"chroma:{tmp_path / 'chroma'}", memory_mib=16)
+    embeddings = CachedEmbeddings(embedder)
+    store: MemoryStore = (
+        ShardedChromaMemoryStore(client, embeddings, shards=40)
+        if layout == "sharded"
+        else ChromaMemoryStore(client, embeddings)
+    )
+    twins = [f"C-{i}" for i in range(40)]
+    for twin in twins:
+        store.add(twin, [Event(twin, f"{twin} bought a {item}", item) for item in ("kettle", "lamp", "rug")])
+        # Read once, so that Chroma holds this index (the reload it misses is of an index it read before).
+        assert len(store.search(twin, "kettle", k=3)) == 3
+    for twin in twins:
+        found = store.search(twin, "a kettle for the kitchen", k=3)
+        assert [m.event.event_id for m in found][0] == "kettle", twin
+        assert sorted(m.event.event_id for m in found) == ["kettle", "lamp", "rug"], twin
+        assert {m.event.customer_id for m in found} == {twin}
+
+
+def test_vectors_read_after_chroma_reloads_an_index_include_records_it_had_not_persisted(tmp_path: Path) -> None:
+    """A collection past Chroma's persist threshold (1000 records): after a drop, Chroma's reload from disk lacks
+    the last 500, a plain query misses them without a word; read_vectors gets them all."""
+    import numpy as np
+
+    client = make_client(f"chroma:{tmp_path / 'chroma'}", memory_mib=16)
+    vectors = np.random.default_rng(7).random((1500, 16))
+    big = client.create_collection("big-one", metadata={"hnsw:space": "cosine"})
+    for start in range(0, 1500, 500):
+        ids = [f"r{i}" for i in range(start, start + 500)]
+        big.add(ids=ids, embeddings=vectors[start : start + 500].tolist(), documents=ids)
+    assert len(big.get(include=["embeddings"])["ids"]) == 1500
+
+    def others(name: str) -> None:  # collections written and read: Chroma drops the big one's index meanwhile
+        for i in range(100):
+            other = client.create_collection(f"{name}-{i}", metadata={"hnsw:space": "cosine"})
+            other.add(ids=["a", "b"], embeddings=vectors[:2].tolist(), documents=["a", "b"])
+            other.get(include=["embeddings"])
+
+    others("other")
+    got = chroma_store.read_vectors(big, lambda: big.get(include=["embeddings"]))
+    assert len(got["ids"]) == 1500
+    others("more")
+    nearest = chroma_store.read_vectors(
+        big, lambda: big.query(query_embeddings=vectors[-1:].tolist(), n_results=1), reload_first=True
+    )
+    assert nearest["ids"] == [["r1499"]]
+    assert big.count() == 1500  # the reload wrote nothing
+
+
 # --- twinchat store migrate, end to end ------------------------------------------------------------------------
 
 

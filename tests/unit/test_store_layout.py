@@ -116,6 +116,12 @@ def test_an_embedded_store_keeps_a_bounded_number_of_collections_loaded(tmp_path
     assert make_client(f"chroma:{tmp_path / 'b'}", memory_mib=16)._server.hnsw_cache_size == 16
 
 
+def test_a_sharded_stores_shards_all_fit_in_any_one_part_of_chromas_cache(tmp_path: Path) -> None:
+    # Chroma's cache evicts within each of its 64 parts, so 17 collections need room for 17 in every part.
+    client = make_client(f"chroma:{tmp_path}", memory_mib=100, resident=17)
+    assert client._server.hnsw_cache_size == 64 * 17
+
+
 def test_migrating_copies_embeddings_and_finishes_after_an_interruption(tmp_path: Path) -> None:
     from twinchat.adapters.chroma_migrate import migrate, store_info
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from twinchat.adapters.chroma_store import (
     collection_name,
     finish_rebuild,
     read_layout,
+    read_vectors,
     record_id,
     scrub,
     shard_name,
@@ -203,8 +205,14 @@ def _write(client: Any, target: tuple[str, int], records: list[Record]) -> None:
 def _pages(collection: Any) -> Iterator[tuple[list, list, list, list]]:
     offset = 0
     while True:
-        page = collection.get(
-            include=["documents", "metadatas", "embeddings"], limit=ADD_BATCH, offset=offset
+        page = read_vectors(
+            collection,
+            partial(
+                collection.get,
+                include=["documents", "metadatas", "embeddings"],
+                limit=ADD_BATCH,
+                offset=offset,
+            ),
         )
         if not page["ids"]:
             return

@@ -25,8 +25,9 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from datetime import datetime
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from twinchat.adapters import require
@@ -114,10 +115,11 @@ def layout_mismatch(recorded: tuple[str, int], want: tuple[str, int]) -> str:
     )
 
 
-def make_client(spec: str, *, memory_mib: int | None = None):  # type: ignore[no-untyped-def]
+def make_client(spec: str, *, memory_mib: int | None = None, resident: int = 0):  # type: ignore[no-untyped-def]
     """A chromadb client for ``chroma:<path>`` or ``chroma+http(s)://host:port``, telemetry off.
 
-    ``memory_mib`` bounds an embedded store's loaded collections (a server has its own settings).
+    ``memory_mib`` bounds an embedded store's loaded collections (a server has its own settings); the
+    ``resident`` collections (a sharded store's shards) stay loaded whatever the bound.
     """
     chromadb = require("chromadb", "chromadb")
     from chromadb.config import Settings as ChromaSettings
@@ -134,7 +136,10 @@ def make_client(spec: str, *, memory_mib: int | None = None):  # type: ignore[no
         path = spec.removeprefix("chroma:")
         if memory_mib is not None:
             try:
-                _start_bounded(path, settings, max(16, memory_mib // COLLECTION_MIB))
+                # Chroma's cache evicts within each of its parts: room for all resident collections in any one
+                # part keeps them all, and they are all there is to keep.
+                capacity = max(16, memory_mib // COLLECTION_MIB, CACHE_PARTS * resident)
+                _start_bounded(path, settings, capacity)
             except (ImportError, AttributeError) as exc:  # chromadb's internals moved: run unbounded, say so
                 warnings.warn(
                     f"TWINCHAT_STORE_MEMORY_MIB not applied with this chromadb: {exc}", stacklevel=2
@@ -288,14 +293,21 @@ class ChromaMemoryStore(_ChromaStore):
         if store is None or k <= 0:
             return []
         exact = self._exact_search(
-            lambda: store.get(include=["embeddings", "documents", "metadatas"], limit=EXACT_SEARCH_LIMIT + 1),
+            lambda: read_vectors(
+                store,
+                lambda: store.get(
+                    include=["embeddings", "documents", "metadatas"], limit=EXACT_SEARCH_LIMIT + 1
+                ),
+            ),
             query,
             k,
         )
         if exact is not None:
             return exact
         # Chroma's cosine space returns distances (1 - cosine); a memory's score is the cosine itself.
-        results = store.similarity_search_with_score(query, k=k)
+        results = read_vectors(
+            store, lambda: store.similarity_search_with_score(query, k=k), reload_first=True
+        )
         return [
             Memory(_event(doc.id, doc.page_content, doc.metadata), 1.0 - distance)
             for doc, distance in results
@@ -423,10 +435,13 @@ class ShardedChromaMemoryStore(_ChromaStore):
         shard = self._shard(twin_id)
 
         def fetch() -> dict[str, Any]:
-            found = shard.get(
-                where={"twin_id": twin_id},
-                include=["embeddings", "documents", "metadatas"],
-                limit=EXACT_SEARCH_LIMIT + 1,
+            found = read_vectors(
+                shard,
+                lambda: shard.get(
+                    where={"twin_id": twin_id},
+                    include=["embeddings", "documents", "metadatas"],
+                    limit=EXACT_SEARCH_LIMIT + 1,
+                ),
             )
             found["ids"] = [m["event_id"] for m in found["metadatas"]]
             return found
@@ -435,7 +450,11 @@ class ShardedChromaMemoryStore(_ChromaStore):
         if exact is not None:
             return exact
         # A filtered query asking for more than the twin holds returns what it holds: no count first.
-        results = shard.similarity_search_with_score(query, k=k, filter={"twin_id": twin_id})
+        results = read_vectors(
+            shard,
+            lambda: shard.similarity_search_with_score(query, k=k, filter={"twin_id": twin_id}),
+            reload_first=True,
+        )
         return [
             Memory(_event(doc.metadata.get("event_id"), doc.page_content, doc.metadata), 1.0 - distance)
             for doc, distance in results
@@ -522,8 +541,15 @@ def copy_records(source: Any, target: Any, *, where: dict[str, Any] | None = Non
     """Copy records (ids, documents, metadatas, embeddings) page by page; how many."""
     copied = 0
     while True:
-        page = source.get(
-            where=where, include=["embeddings", "documents", "metadatas"], limit=ADD_BATCH, offset=copied
+        page = read_vectors(
+            source,
+            partial(
+                source.get,
+                where=where,
+                include=["embeddings", "documents", "metadatas"],
+                limit=ADD_BATCH,
+                offset=copied,
+            ),
         )
         if not page["ids"]:
             return copied
@@ -566,6 +592,43 @@ def _sorted_events(found: dict[str, Any]) -> list[Event]:
 # Chroma writes a collection's HNSW files while adding and deleting; scrub rewrites parts of them. In one
 # process (Chroma's local mode supports no other) this lock keeps the two apart, whichever store writes.
 _WRITES = threading.RLock()
+
+# chromadb 1.5.9 (embedded, and `chroma run` alike) keeps collections' HNSW indexes in an LRU cache split into
+# CACHE_PARTS parts, each holding 1/CACHE_PARTS of the capacity, so an index can be dropped long before the cache
+# is full. The next read loads the dropped index from disk without the records added since Chroma last persisted
+# it (every 1000 records, so a small twin's index was never persisted): a get with embeddings then fails ("Error
+# creating hnsw segment reader: Nothing found on disk", "Error finding id") and a query silently leaves those
+# records out. Any write reloads the index and replays them, so every read of vectors goes through read_vectors.
+CACHE_PARTS = 64
+# The id of a record that cannot exist (an event id is stripped and holds no NUL): deleting it is a write that
+# changes nothing.
+RELOAD_ID = "\x00twinchat: reload the index"
+_STALE_INDEX = ("Error creating hnsw segment reader", "Error finding id")
+
+T = TypeVar("T")
+
+
+def read_vectors(collection: Any, read: Callable[[], T], *, reload_first: bool = False) -> T:
+    """``read`` (a get with embeddings, or a query, of ``collection``) against the collection's whole index.
+
+    A get fails rather than return a stale index's vectors, so it is retried once after a reload; a query
+    (``reload_first``) cannot tell, so the index is reloaded before it. ``collection`` is a chromadb collection
+    or LangChain's Chroma over one.
+    """
+    if not reload_first:
+        try:
+            return read()
+        except Exception as exc:
+            if not any(sign in str(exc) for sign in _STALE_INDEX):
+                raise
+    reload_index(collection)
+    return read()
+
+
+def reload_index(collection: Any) -> None:
+    """Make Chroma reload the collection's HNSW index with every record in it (see :data:`CACHE_PARTS`)."""
+    with _WRITES:
+        collection.delete(ids=[RELOAD_ID])
 
 
 def scrub(persist_directory: Path) -> None:
