@@ -1009,7 +1009,7 @@ def _store_info(args: argparse.Namespace) -> int:
             f"{len(info.leftovers)} collections left by an unfinished migration: run it again to remove them"
         )
     configured = (settings.store_layout, settings.store_shards if settings.store_layout == "sharded" else 0)
-    if (info.layout, info.shards) != configured:
+    if settings.store_layout != "auto" and (info.layout, info.shards) != configured:
         print(f"note: {layout_mismatch((info.layout, info.shards), configured)}", file=sys.stderr)
     return 0
 
@@ -1047,7 +1047,10 @@ def _store_migrate(args: argparse.Namespace) -> int:
         )
     if report.removed:
         print(f"removed {len(report.removed)} collections of the old layout")
-    print(f"from now on set {env}")
+    if settings.store_layout == "auto":
+        print("TWINCHAT_STORE_LAYOUT=auto (the default) opens the store as it now is: nothing to set")
+    else:
+        print(f"from now on set {env}")
     return 0
 
 

@@ -38,8 +38,10 @@ class Settings(BaseSettings):
     store: str = Field(default="", description="chroma:<path> or chroma+http://host:port; default under home")
     # How twins lie in the store (twinchat.adapters.chroma_store): one collection each, or spread over a fixed
     # number of shards. A store records its layout; `twinchat store migrate` converts one to the other.
-    store_layout: Literal["per-twin", "sharded"] = Field(
-        default="per-twin", description="per-twin: a collection per twin; sharded: store_shards collections"
+    store_layout: Literal["auto", "per-twin", "sharded"] = Field(
+        default="auto",
+        description="auto: the layout the store records (a new store: sharded); per-twin: a collection per "
+        "twin; sharded: store_shards collections",
     )
     store_shards: int = Field(default=16, ge=1, le=4096, description="Collections of the sharded layout.")
     store_memory_mib: int = Field(

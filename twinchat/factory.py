@@ -26,13 +26,14 @@ def make_embedder(settings: Settings) -> Embedder:
 
 
 def make_store(settings: Settings, embedder: Embedder) -> MemoryStore:
-    from twinchat.adapters.chroma_store import ChromaMemoryStore, ShardedChromaMemoryStore
+    from twinchat.adapters.chroma_store import ChromaMemoryStore, ShardedChromaMemoryStore, resolve_layout
     from twinchat.adapters.embedders import CachedEmbeddings
 
     client = make_store_client(settings)
     embeddings = CachedEmbeddings(embedder, cache_size=4 * settings.batch_size)
-    if settings.store_layout == "sharded":
-        return ShardedChromaMemoryStore(client, embeddings, shards=settings.store_shards)
+    layout, shards = resolve_layout(client, settings.store_layout, settings.store_shards)
+    if layout == "sharded":
+        return ShardedChromaMemoryStore(client, embeddings, shards=shards)
     return ChromaMemoryStore(client, embeddings)
 
 
@@ -43,8 +44,9 @@ def make_store_client(settings: Settings):  # type: ignore[no-untyped-def]
     spec = settings.store_spec
     if spec.startswith("chroma:"):
         settings.home.mkdir(parents=True, exist_ok=True)
-    # The shards, and the collection recording the layout
-    resident = settings.store_shards + 1 if settings.store_layout == "sharded" else 0
+    # The shards and the collection recording the layout (the store's own layout is not known before its client:
+    # under auto, room is kept for the configured number of shards)
+    resident = settings.store_shards + 1 if settings.store_layout != "per-twin" else 0
     return make_client(spec, memory_mib=settings.store_memory_mib, resident=resident)
 
 

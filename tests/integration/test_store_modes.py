@@ -193,7 +193,9 @@ def test_every_twin_is_searched_whole_while_chroma_drops_indexes_from_its_cache(
         assert {m.event.customer_id for m in found} == {twin}
 
 
-def test_vectors_read_after_chroma_reloads_an_index_include_records_it_had_not_persisted(tmp_path: Path) -> None:
+def test_vectors_read_after_chroma_reloads_an_index_include_records_it_had_not_persisted(
+    tmp_path: Path,
+) -> None:
     """A collection past Chroma's persist threshold (1000 records): after a drop, Chroma's reload from disk lacks
     the last 500, a plain query misses them without a word; read_vectors gets them all."""
     import numpy as np

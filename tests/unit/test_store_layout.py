@@ -18,6 +18,7 @@ from twinchat.adapters.chroma_store import (
     make_client,
     read_layout,
     record_id,
+    resolve_layout,
     shard_of,
 )
 from twinchat.adapters.embedders import CachedEmbeddings
@@ -89,6 +90,23 @@ def test_a_sharded_store_refuses_the_per_twin_layout_and_another_shard_count(tmp
         factory.make_store(settings.model_copy(update={"store_shards": 8}), HashEmbedder())
 
 
+def test_by_default_a_new_store_is_sharded_and_an_existing_one_opens_in_the_layout_it_records(
+    tmp_path: Path,
+) -> None:
+    assert Settings(home=tmp_path).store_layout == "auto"
+    new = factory.make_store(Settings(home=tmp_path / "new", store_shards=4), HashEmbedder())
+    assert isinstance(new, ShardedChromaMemoryStore) and new.shards == 4
+    new.add("C-1", [Event("C-1", "bought a mug", "e1")])
+    # Its shard count is the store's from now on, whatever the settings say.
+    again = factory.make_store(Settings(home=tmp_path / "new", store_shards=8), HashEmbedder())
+    assert isinstance(again, ShardedChromaMemoryStore) and again.shards == 4 and again.count("C-1") == 1
+
+    per_twin = Settings(home=tmp_path / "old", store_layout="per-twin")
+    factory.make_store(per_twin, HashEmbedder()).add("C-1", [Event("C-1", "bought a mug", "e1")])
+    old = factory.make_store(Settings(home=tmp_path / "old"), HashEmbedder())
+    assert isinstance(old, ChromaMemoryStore) and old.count("C-1") == 1
+
+
 def test_a_store_from_before_layouts_were_recorded_is_per_twin(tmp_path: Path) -> None:
     client = make_client(f"chroma:{tmp_path}")
     store = ChromaMemoryStore(client, embeddings())
@@ -98,6 +116,7 @@ def test_a_store_from_before_layouts_were_recorded_is_per_twin(tmp_path: Path) -
     with pytest.raises(StoreLayoutError, match="the store is per-twin"):
         ShardedChromaMemoryStore(client, embeddings())
     assert ChromaMemoryStore(client, embeddings()).count("C-1") == 1
+    assert resolve_layout(client, "auto", 16) == ("per-twin", 0)
     assert read_layout(client) == ("per-twin", 0)
 
 

@@ -87,6 +87,18 @@ def write_layout(client: Any, layout: str, shards: int) -> None:
     collection.modify(metadata={"layout": layout, "shards": shards if layout == "sharded" else 0})
 
 
+def resolve_layout(client: Any, configured: str, shards: int) -> tuple[str, int]:
+    """The layout to open the store with, as (layout, shards): the configured one, or under ``auto`` the one the
+    store records; a store written before layouts were recorded is per-twin, a new one sharded in ``shards``.
+    """
+    if configured != "auto":
+        return configured, shards if configured == "sharded" else 0
+    recorded = read_layout(client)
+    if recorded is not None:
+        return recorded
+    return ("per-twin", 0) if client.count_collections() else ("sharded", shards)
+
+
 def check_layout(client: Any, layout: str, shards: int) -> None:
     """Record the layout in a store that has none yet, or refuse a store laid out otherwise."""
     want = (layout, shards if layout == "sharded" else 0)
