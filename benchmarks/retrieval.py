@@ -315,5 +315,13 @@ def _probe(
         "rss_after_mib": rss_after,
         "rss_per_open_twin_mib": round((rss_after - rss_ready) / len(twins), 3),
         "open_files_limit": soft,
-        "collections_kept_loaded": min(soft // 5, max(16, settings.store_memory_mib // 5)),
+        "collections_kept_loaded": min(soft // 5, _cache_capacity(settings.store_memory_mib, layout, shards)),
     }
+
+
+def _cache_capacity(memory_mib: int, layout: str, shards: int) -> int:
+    """The HNSW cache capacity twinchat.adapters.chroma_store.make_client gives an embedded store."""
+    from twinchat.adapters.chroma_store import CACHE_PARTS, COLLECTION_MIB
+
+    resident = shards + 1 if layout == "sharded" else 0
+    return max(16, memory_mib // COLLECTION_MIB, CACHE_PARTS * resident)

@@ -142,6 +142,11 @@ class TwinRegistry(ABC):
         """:meth:`get` for several twins at once (a registry may answer in fewer queries)."""
         return {t: self.get(t) for t in twin_ids}
 
+    def n_events(self, twin_id: str) -> int | None:
+        """The twin's event count as last set, None for no such twin (a registry may answer more cheaply)."""
+        twin = self.get(twin_id)
+        return None if twin is None else twin.n_events
+
     @abstractmethod
     def list_twins(self, *, panel: str | None = None) -> list[Twin]: ...
 

@@ -1256,13 +1256,15 @@ class TwinService:
         Dense candidates come from the store, lexical ones from a BM25 index of the twin's events, kept per
         twin and rebuilt when its event count changes. ``memory.score`` stays the cosine similarity.
         """
-        twin = self.twin(twin_id)
+        n_events = self.registry.n_events(twin_id)
+        if n_events is None:
+            raise TwinNotFound(twin_id)
         invalid = set(self.registry.memory_statuses(twin_id))
         # The registry's count is written after every store write (ingest, forget), so it moves whenever the
         # twin's events do, in this process or another worker's, without asking the store.
         index = self._lexical_indexes.get(
             twin_id,
-            version=(twin.n_events, len(invalid)),
+            version=(n_events, len(invalid)),
             load=lambda: [e for e in self.store.events(twin_id) if e.event_id not in invalid],
         )
 
