@@ -95,6 +95,11 @@ class MemoryStore(ABC):
         vectors of recent texts; others need do nothing). Safe to call from another thread than the add's."""
         return None
 
+    def warm(self) -> None:
+        """Load now what the first searches would otherwise wait for (a model, indexes); a store with nothing
+        to load does nothing. Safe to call from another thread while the store serves."""
+        return None
+
     @abstractmethod
     def stored_texts(self, twin_id: str, event_ids: Sequence[str]) -> dict[str, str]:
         """The text stored under each of these ids that exists in the twin's collection."""

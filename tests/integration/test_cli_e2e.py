@@ -77,7 +77,7 @@ def test_ingest_then_ask_from_the_command_line_offline(
     assert_stayed_offline(env)
 
 
-def test_serve_answers_over_http(env: dict[str, str], history_file: Path) -> None:
+def test_serve_answers_over_http(env: dict[str, str], history_file: Path, tmp_path: Path) -> None:
     assert twinchat(env, "ingest", str(history_file)).returncode == 0
     made = twinchat(env, "keys", "create", "--role", "product", "--label", "test")
     assert made.returncode == 0 and "shown this once" in made.stderr
@@ -88,7 +88,7 @@ def test_serve_answers_over_http(env: dict[str, str], history_file: Path) -> Non
         env=env,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=(tmp_path / "serve.log").open("w"),
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -131,6 +131,8 @@ def test_serve_answers_over_http(env: dict[str, str], history_file: Path) -> Non
     finally:
         stop(server)
     assert_stayed_offline(env)
+    # serve loads the encoder and the store's shards on a thread of its own while it answers
+    assert "warming the store failed" not in (tmp_path / "serve.log").read_text()
 
 
 def test_the_guard_does_see_an_outside_connection(env: dict[str, str]) -> None:

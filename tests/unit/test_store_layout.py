@@ -203,3 +203,18 @@ def test_an_erasure_stopped_between_its_delete_and_its_swap_is_finished_on_next_
     reopened = ShardedChromaMemoryStore(client, embeddings(), shards=1)
     assert (reopened.count("kept"), reopened.count("gone")) == (1, 0)
     assert {c.name for c in client.list_collections()} == {"twinchat-store-layout", "shard-0000-of-0001"}
+
+
+def test_warming_a_sharded_store_opens_the_shards_there_are_and_creates_none(tmp_path: Path) -> None:
+    client = make_client(f"chroma:{tmp_path}")
+    embedder = HashEmbedder()
+    store = ShardedChromaMemoryStore(client, CachedEmbeddings(embedder), shards=4)
+    store.add_many({f"C-{i}": [Event(f"C-{i}", f"bought mug {i}", "e1")] for i in range(2)})
+    written = sorted(store._stores)
+    collections = client.count_collections()
+
+    fresh = ShardedChromaMemoryStore(client, CachedEmbeddings(embedder), shards=4)  # as a new process would
+    fresh.warm()
+    assert sorted(fresh._stores) == written  # the shards holding twins, loaded; the empty ones not made
+    assert client.count_collections() == collections
+    assert [m.event.event_id for m in fresh.search("C-1", "mug", k=3)] == ["e1"]

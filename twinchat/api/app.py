@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -21,10 +22,13 @@ from twinchat.services import KeyNotFound, MemoryNotFound, SessionNotFound, Twin
 log = logging.getLogger("twinchat.api")
 
 
-def create_app(settings: Settings, *, service: TwinService | None = None, ui: bool = False) -> FastAPI:
+def create_app(
+    settings: Settings, *, service: TwinService | None = None, ui: bool = False, warm: bool = False
+) -> FastAPI:
     """Build the app; pass a service to share one (and its loaded models) with the caller.
 
     ``ui``: also serve the research studio at /studio and the customer portal at /portal (Gradio).
+    ``warm``: load the encoder and the store's indexes on a thread of their own, while the app starts serving.
     """
     app = FastAPI(
         title="twinchat",
@@ -33,6 +37,8 @@ def create_app(settings: Settings, *, service: TwinService | None = None, ui: bo
     )
     app.state.settings = settings
     app.state.service = service or TwinService.from_settings(settings)
+    if warm:
+        threading.Thread(target=_warm, args=(app.state.service,), name="twinchat-warm", daemon=True).start()
 
     from twinchat.api import (
         routes_control,
@@ -120,10 +126,17 @@ def create_app(settings: Settings, *, service: TwinService | None = None, ui: bo
     return app
 
 
+def _warm(service: TwinService) -> None:
+    try:
+        service.store.warm()
+    except Exception:  # the first searches load what this did not; serving goes on either way
+        log.warning("warming the store failed; the first searches will load what they need", exc_info=True)
+
+
 def app_from_environment() -> FastAPI:
     """The API app on the Settings read from the environment: what each uvicorn worker process builds
     (``uvicorn twinchat.api.app:app_from_environment --factory --workers N``)."""
-    return create_app(Settings())
+    return create_app(Settings(), warm=True)
 
 
 def check_workers(settings: Settings, workers: int) -> None:
@@ -160,4 +173,5 @@ def serve(
             log_level="info",
         )
         return
-    uvicorn.run(create_app(settings, service=service, ui=True), host=host, port=port, log_level="info")
+    app = create_app(settings, service=service, ui=True, warm=True)
+    uvicorn.run(app, host=host, port=port, log_level="info")
