@@ -191,29 +191,28 @@ def served(service: TwinService, **app_options: Any) -> Iterator[str]:
         thread.join(timeout=30)
 
 
-@pytest.fixture
-def chroma_server(tmp_path: Path) -> Iterator[str]:
-    """A real Chroma server (`chroma run`) on a free loopback port over a temporary folder; yields the store
-    spec, ``chroma+http://127.0.0.1:PORT``. Its process group is stopped afterwards."""
+@contextlib.contextmanager
+def running_chroma(path: Path) -> Iterator[int]:
+    """A real Chroma server (`chroma run`) over ``path`` on a free loopback port, which it yields; its process
+    group is stopped afterwards."""
     port = free_port()
-    chroma = Path(PYTHON).parent / "chroma"
     process = subprocess.Popen(
-        [
-            str(chroma),
-            "run",
-            "--path",
-            str(tmp_path / "chroma-server"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
+        [str(Path(PYTHON).parent / "chroma"), "run", "--path", str(path), "--host", "127.0.0.1"]
+        + ["--port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # stop() signals the group
     )
     try:
         wait_http(f"http://127.0.0.1:{port}/api/v2/heartbeat", process=process)
-        yield f"chroma+http://127.0.0.1:{port}"
+        yield port
     finally:
         stop(process)
+
+
+@pytest.fixture
+def chroma_server(tmp_path: Path) -> Iterator[str]:
+    """A Chroma server of the test's own over a temporary folder; yields the store spec,
+    ``chroma+http://127.0.0.1:PORT``."""
+    with running_chroma(tmp_path / "chroma-server") as port:
+        yield f"chroma+http://127.0.0.1:{port}"

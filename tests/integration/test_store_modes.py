@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import HISTORY, PYTHON, ROOT, free_port, stop, wait_http
+from tests.integration.conftest import HISTORY, PYTHON, ROOT, running_chroma
 from twinchat.adapters import chroma_store
 from twinchat.adapters.chroma_migrate import migrate, store_info
 from twinchat.adapters.chroma_store import (
@@ -29,25 +29,12 @@ from twinchat.ports import Embedder, MemoryStore
 
 pytestmark = pytest.mark.slow
 
-CHROMA = Path(PYTHON).parent / "chroma"
-
 
 @pytest.fixture(scope="module")
 def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
     """A real Chroma server (`chroma run`), one per module; each test gets a database of its own."""
-    port = free_port()
-    server = subprocess.Popen(
-        [str(CHROMA), "run", "--path", str(tmp_path_factory.mktemp("chroma")), "--host", "127.0.0.1"]
-        + ["--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # stop() signals the group
-    )
-    try:
-        wait_http(f"http://127.0.0.1:{port}/api/v2/heartbeat", process=server)
+    with running_chroma(tmp_path_factory.mktemp("chroma")) as port:
         yield "127.0.0.1", port
-    finally:
-        stop(server)
 
 
 def server_client(host: str, port: int) -> Any:
