@@ -64,7 +64,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(JobNotFound, no_job)
 
 
-def _at_most(request: Request, n: int, what: str) -> None:
+def at_most(request: Request, n: int, what: str) -> None:
+    """Refuse (413) a request carrying more than TWINCHAT_API_MAX_ITEMS items of one kind."""
     limit = request.app.state.settings.api_max_items
     if n > limit:
         raise Problem(
@@ -89,7 +90,7 @@ async def ingest(
     something was stored, 200 when nothing new was.
     """
     allow(key, "admin")
-    _at_most(request, len(body.events), "events")
+    at_most(request, len(body.events), "events")
     return await _ingest(service, key, body, response, items=body.events)
 
 
@@ -99,7 +100,7 @@ async def ingest_twin(
 ) -> dict:
     """Store a batch of one customer's events, creating the twin if it is new; customer_id may be left out."""
     allow(key, "admin")
-    _at_most(request, len(body.events), "events")
+    at_most(request, len(body.events), "events")
     items = [_for_twin(item, twin_id.strip()) for item in body.events]
     return await _ingest(service, key, body, response, items=items)
 
@@ -169,7 +170,7 @@ async def change_panel(
 ) -> dict:
     """Add twins to a panel (creating it) or take them out; an unknown twin is refused and nothing changes."""
     allow(key, *CURATORS)
-    _at_most(request, len(body.add) + len(body.remove), "twins")
+    at_most(request, len(body.add) + len(body.remove), "twins")
     counts = await run_in_threadpool(service.set_panel, panel, add=body.add, remove=body.remove)
     return {"panel": panel, "twins": counts.get(panel, 0)}
 
@@ -180,7 +181,7 @@ async def set_panel(
 ) -> dict:
     """Make the panel exactly these twins (an empty list empties it)."""
     allow(key, *CURATORS)
-    _at_most(request, len(body.members), "twins")
+    at_most(request, len(body.members), "twins")
     current = {t.twin_id for t in await run_in_threadpool(service.twins, panel=panel)}
     wanted = dict.fromkeys(body.members)
     add, remove = [t for t in wanted if t not in current], sorted(current - set(wanted))
@@ -250,7 +251,7 @@ async def start_survey(
     """
     allow(key, *READERS)
     use = key.use(body.purpose)
-    _at_most(request, len(body.questions), "questions")
+    at_most(request, len(body.questions), "questions")
     questions = [_question(q, where=f"questions.{i}", index=i) for i, q in enumerate(body.questions)]
     seen: dict[str, int] = {}
     for i, q in enumerate(questions):
@@ -266,7 +267,7 @@ async def start_survey(
             raise Problem(404, "not_found", f"panel {body.panel!r} has no twins; GET /v1/panels lists them")
     else:
         twin_ids = list(dict.fromkeys(body.twin_ids or []))
-        _at_most(request, len(twin_ids), "twins")
+        at_most(request, len(twin_ids), "twins")
         if not twin_ids:
             raise ValueError("twin_ids: list at least one twin")
         known = {t.twin_id for t in await run_in_threadpool(service.twins)}

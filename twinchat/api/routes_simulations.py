@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
 from twinchat.api.deps import Key, Service, allow
-from twinchat.api.routes_data import NOT_FOUND, TOO_MANY, Problem, _at_most
+from twinchat.api.routes_data import NOT_FOUND, TOO_MANY, Problem, at_most
 from twinchat.api.schemas_data import SimulationRequest
 from twinchat.domain.campaign import Campaign, CampaignError
 from twinchat.services import TwinNotFound
@@ -53,5 +53,5 @@ async def simulate(body: SimulationRequest, request: Request, service: Service, 
         missing = [t for t in twin_ids if t not in known]
         if missing:
             raise TwinNotFound(", ".join(missing))
-    _at_most(request, len(twin_ids), "twins")
+    at_most(request, len(twin_ids), "twins")
     return await run_in_threadpool(service.simulate, replace(campaign, panel=panel), twin_ids, use=use)
