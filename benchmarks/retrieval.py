@@ -266,7 +266,8 @@ def _probe(
     home: str, pool_path: str, twins: list[str], seed: int, *, layout: str = "per-twin", shards: int = 16
 ) -> dict[str, Any]:
     """Search the sampled twins from a fresh process; latencies, the encoder's share, memory."""
-    from twinchat.factory import make_embedder
+    from twinchat.adapters.chroma_store import cache_capacity
+    from twinchat.factory import make_embedder, resident_collections
     from twinchat.services import TwinService
 
     settings = bench_settings(Path(home), store_layout=layout, store_shards=shards)
@@ -315,13 +316,7 @@ def _probe(
         "rss_after_mib": rss_after,
         "rss_per_open_twin_mib": round((rss_after - rss_ready) / len(twins), 3),
         "open_files_limit": soft,
-        "collections_kept_loaded": min(soft // 5, _cache_capacity(settings.store_memory_mib, layout, shards)),
+        "collections_kept_loaded": min(
+            soft // 5, cache_capacity(settings.store_memory_mib, resident_collections(settings))
+        ),
     }
-
-
-def _cache_capacity(memory_mib: int, layout: str, shards: int) -> int:
-    """The HNSW cache capacity twinchat.adapters.chroma_store.make_client gives an embedded store."""
-    from twinchat.adapters.chroma_store import CACHE_PARTS, COLLECTION_MIB
-
-    resident = shards + 1 if layout == "sharded" else 0
-    return max(16, memory_mib // COLLECTION_MIB, CACHE_PARTS * resident)

@@ -44,10 +44,14 @@ def make_store_client(settings: Settings):  # type: ignore[no-untyped-def]
     spec = settings.store_spec
     if spec.startswith("chroma:"):
         settings.home.mkdir(parents=True, exist_ok=True)
-    # The shards and the collection recording the layout (the store's own layout is not known before its client:
-    # under auto, room is kept for the configured number of shards)
-    resident = settings.store_shards + 1 if settings.store_layout != "per-twin" else 0
-    return make_client(spec, memory_mib=settings.store_memory_mib, resident=resident)
+    return make_client(spec, memory_mib=settings.store_memory_mib, resident=resident_collections(settings))
+
+
+def resident_collections(settings: Settings) -> int:
+    """The collections an embedded store keeps loaded whatever its memory budget: the shards and the collection
+    recording the layout (the store's own layout is not known before its client: under auto, room is kept for
+    the configured number of shards)."""
+    return settings.store_shards + 1 if settings.store_layout != "per-twin" else 0
 
 
 def make_keys(settings: Settings) -> KeyStore:

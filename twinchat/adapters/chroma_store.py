@@ -148,16 +148,21 @@ def make_client(spec: str, *, memory_mib: int | None = None, resident: int = 0):
         path = spec.removeprefix("chroma:")
         if memory_mib is not None:
             try:
-                # Chroma's cache evicts within each of its parts: room for all resident collections in any one
-                # part keeps them all, and they are all there is to keep.
-                capacity = max(16, memory_mib // COLLECTION_MIB, CACHE_PARTS * resident)
-                _start_bounded(path, settings, capacity)
+                _start_bounded(path, settings, cache_capacity(memory_mib, resident))
             except (ImportError, AttributeError) as exc:  # chromadb's internals moved: run unbounded, say so
                 warnings.warn(
                     f"TWINCHAT_STORE_MEMORY_MIB not applied with this chromadb: {exc}", stacklevel=2
                 )
         return chromadb.PersistentClient(path=path, settings=settings)
     raise ValueError(f"unknown store {spec!r}: use chroma:<path> or chroma+http://HOST:PORT")
+
+
+def cache_capacity(memory_mib: int, resident: int = 0) -> int:
+    """How many HNSW indexes an embedded store's Chroma may keep loaded, for a memory budget and a number of
+    ``resident`` collections that must all stay loaded (see :func:`make_client`)."""
+    # Chroma's cache evicts within each of its parts: room for all resident collections in any one part keeps
+    # them all, and they are all there is to keep.
+    return max(16, memory_mib // COLLECTION_MIB, CACHE_PARTS * resident)
 
 
 def _start_bounded(path: str, settings: Any, collections: int) -> None:
@@ -238,15 +243,17 @@ class _ChromaStore(MemoryStore):
             raise
         return True
 
-    def _exact_search(self, fetch: Callable[[], dict[str, Any]], query: str, k: int) -> list[Memory] | None:
-        """The ``k`` records ``fetch`` returns (a Chroma get with embeddings) nearest the query by exact cosine;
-        None when it returned more than :data:`EXACT_SEARCH_LIMIT` records, for the index to search instead.
+    def _exact_search(
+        self, collection: Any, fetch: Callable[[], dict[str, Any]], query: str, k: int
+    ) -> list[Memory] | None:
+        """The ``k`` records ``fetch`` returns (a get with embeddings of ``collection``) nearest the query by exact
+        cosine; None when it returned more than :data:`EXACT_SEARCH_LIMIT` records, for the index to search.
 
         The query is encoded on another thread while Chroma fetches the records: the encoder releases the GIL
         while it runs, so the two overlap. Its vector stays cached for the index search if one follows.
         """
         encoding = _query_encoder().submit(self.embeddings.embed_query, query)
-        found = fetch()
+        found = read_vectors(collection, fetch)
         query_vector = encoding.result()
         if len(found["ids"]) > EXACT_SEARCH_LIMIT:
             return None
@@ -309,12 +316,8 @@ class ChromaMemoryStore(_ChromaStore):
         if store is None or k <= 0:
             return []
         exact = self._exact_search(
-            lambda: read_vectors(
-                store,
-                lambda: store.get(
-                    include=["embeddings", "documents", "metadatas"], limit=EXACT_SEARCH_LIMIT + 1
-                ),
-            ),
+            store,
+            lambda: store.get(include=["embeddings", "documents", "metadatas"], limit=EXACT_SEARCH_LIMIT + 1),
             query,
             k,
         )
@@ -378,11 +381,14 @@ class ShardedChromaMemoryStore(_ChromaStore):
         self.shards = shards
 
     def _shard(self, twin_id: str) -> Any:
-        index = shard_of(twin_id, self.shards)
+        return self._shard_at(shard_of(twin_id, self.shards))
+
+    def _shard_at(self, index: int, *, create: bool = True) -> Any | None:
+        """Shard ``index`` (a rebuild stopped midway finished first); None if it does not exist and not ``create``."""
         name = shard_name(index, self.shards)
         if name not in self._stores:
             finish_rebuild(self.client, name)
-        return self._open(name, {"shard": index, "shards": self.shards})
+        return self._open(name, {"shard": index, "shards": self.shards}, create=create)
 
     def add(self, twin_id: str, events: Sequence[Event]) -> None:
         self.add_many({twin_id: list(events)})
@@ -392,9 +398,7 @@ class ShardedChromaMemoryStore(_ChromaStore):
         150 ms at 19,000 records), which the first search of a twin in it would otherwise wait for."""
         super().warm()
         for index in range(self.shards):
-            shard = self._open(
-                shard_name(index, self.shards), {"shard": index, "shards": self.shards}, create=False
-            )
+            shard = self._shard_at(index, create=False)
             if shard is not None:
                 read_vectors(shard, partial(shard.get, limit=1, include=["embeddings"]))
 
@@ -462,18 +466,15 @@ class ShardedChromaMemoryStore(_ChromaStore):
         shard = self._shard(twin_id)
 
         def fetch() -> dict[str, Any]:
-            found = read_vectors(
-                shard,
-                lambda: shard.get(
-                    where={"twin_id": twin_id},
-                    include=["embeddings", "documents", "metadatas"],
-                    limit=EXACT_SEARCH_LIMIT + 1,
-                ),
+            found = shard.get(
+                where={"twin_id": twin_id},
+                include=["embeddings", "documents", "metadatas"],
+                limit=EXACT_SEARCH_LIMIT + 1,
             )
             found["ids"] = [m["event_id"] for m in found["metadatas"]]
             return found
 
-        exact = self._exact_search(fetch, query, k)
+        exact = self._exact_search(shard, fetch, query, k)
         if exact is not None:
             return exact
         # A filtered query asking for more than the twin holds returns what it holds: no count first.
