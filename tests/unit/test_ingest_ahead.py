@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from twinchat.domain.readers import RawRecord
+from twinchat.services import LAST_BATCH_SPLIT
 from twinchat.testing import InMemoryStore, fake_service
 
 
@@ -81,3 +82,28 @@ def test_an_error_while_writing_stops_the_import_and_leaves_the_batches_before_s
     else:
         raise AssertionError("the error was swallowed")
     assert sum(service.store.count(f"C-{i}") for i in range(3)) == 4
+
+
+def test_a_long_stream_writes_its_last_fifth_as_a_batch_of_its_own(tmp_path: Path) -> None:
+    # The last batch's write overlaps no encoding; its fifth goes last, so that write is short.
+    service = fake_service(tmp_path, batch_size=LAST_BATCH_SPLIT * 2)
+    store = RecordingStore(service.store.embedder)  # type: ignore[attr-defined]
+    service.store = store
+
+    report = service.ingest_records(rows(LAST_BATCH_SPLIT * 3 + 100))
+    remainder = LAST_BATCH_SPLIT + 100
+    assert [len(texts) for _, texts in store.ahead] == [
+        LAST_BATCH_SPLIT * 2,
+        remainder - remainder // 5,
+        remainder // 5,
+    ]
+    assert report.stored == LAST_BATCH_SPLIT * 3 + 100 and not report.rejected
+
+
+def test_a_short_last_batch_is_written_whole(tmp_path: Path) -> None:
+    service = fake_service(tmp_path, batch_size=LAST_BATCH_SPLIT * 2)
+    store = RecordingStore(service.store.embedder)  # type: ignore[attr-defined]
+    service.store = store
+
+    service.ingest_records(rows(LAST_BATCH_SPLIT * 2 + LAST_BATCH_SPLIT - 1))
+    assert [len(texts) for _, texts in store.ahead] == [LAST_BATCH_SPLIT * 2, LAST_BATCH_SPLIT - 1]

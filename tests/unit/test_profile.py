@@ -159,6 +159,14 @@ def test_category_map_matches_whole_words_and_has_an_other_bucket() -> None:
     assert m.categorize("ZZZ") == ["other"]
 
 
+def test_a_category_map_remembers_descriptions_but_hands_out_lists_of_its_own() -> None:
+    m = load_categories()
+    first = m.categorize("Lunch  bag")
+    first.append("changed by a caller")
+    assert m.categorize("Lunch  bag") == ["bags"] == m.categorize("LUNCH BAG")
+    assert load_categories() is m  # the default map is loaded once
+
+
 def test_a_bad_category_map_names_the_file_and_the_key(tmp_path: Path) -> None:
     path = tmp_path / "categories.yaml"
     path.write_text("version: 1\nother: other\nfees: [POSTAGE]\ncategories:\n  bags: []\n", encoding="utf-8")

@@ -17,6 +17,7 @@ from typing import Any
 
 from twinchat.adapters.chroma_store import (
     ADD_BATCH,
+    INDEX_METADATA,
     LAYOUT_COLLECTION,
     LAYOUTS,
     REBUILD_SUFFIX,
@@ -179,7 +180,7 @@ def _write(client: Any, target: tuple[str, int], records: list[Record]) -> None:
             index = shard_of(group[0][0], target[1])
             collection = client.get_or_create_collection(
                 name,
-                metadata={"hnsw:space": "cosine", "shard": index, "shards": target[1]},
+                metadata={**INDEX_METADATA, "shard": index, "shards": target[1]},
                 embedding_function=None,
             )
             ids = [record_id(t, e) for t, e, _, _, _ in group]
@@ -188,7 +189,7 @@ def _write(client: Any, target: tuple[str, int], records: list[Record]) -> None:
             twin = group[0][0]
             collection = client.get_or_create_collection(
                 name,
-                metadata={"hnsw:space": "cosine", "twin_id": twin},
+                metadata={**INDEX_METADATA, "twin_id": twin},
                 embedding_function=None,
             )
             ids = [e for _, e, _, _, _ in group]

@@ -215,7 +215,7 @@ class _ChromaStore(MemoryStore):
                 collection_name=name,
                 embedding_function=self.embeddings,
                 client=self.client,
-                collection_metadata={"hnsw:space": "cosine", **metadata},
+                collection_metadata={**INDEX_METADATA, **metadata},
             )
             self._stores[name] = store
             while len(self._stores) > self.max_open:
@@ -535,6 +535,12 @@ def _query_encoder() -> ThreadPoolExecutor:
             _QUERY_ENCODER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="twinchat-query")
     return _QUERY_ENCODER
 
+
+# How Chroma indexes a collection it creates (one it has keeps its own). Cosine space, and a build beam of 32
+# rather than 100: the index then costs 44 % less CPU to build, which is a fifth of an import's writes, and its
+# recall@10 moves from 0.999 to 0.994 (0.991 for a twin filtered in a shard of 19,000 records). Only histories
+# longer than EXACT_SEARCH_LIMIT are searched through it; shorter ones are ranked exactly.
+INDEX_METADATA = {"hnsw:space": "cosine", "hnsw:construction_ef": 32}
 
 # Records per Chroma call when adding or copying: under chromadb's largest batch (5461) for any client.
 ADD_BATCH = 2000

@@ -7,13 +7,15 @@ customer mostly buys candles and christmas decorations. The matching rules are i
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
 from twinchat.domain.prompts import read_yaml
 
 DEFAULT_PATH = Path(__file__).with_name("categories.yaml")
+_DEFAULT_RESOLVED = DEFAULT_PATH.resolve()
+KNOWN_LIMIT = 100_000  # descriptions remembered by a map; a catalogue is rarely larger
 _KEYS = {"version", "other", "fees", "categories"}
 
 
@@ -36,12 +38,19 @@ class CategoryMap:
     other: str
     fees: frozenset[str]
     patterns: tuple[tuple[str, re.Pattern[str]], ...]
+    # Descriptions already categorized: every profile written names its products again.
+    _known: dict[str, tuple[str, ...]] = field(default_factory=dict, compare=False, repr=False)
 
     def categorize(self, product: str) -> list[str]:
         """Every category whose keywords the description contains, in map order; [other] when none."""
-        text = " ".join(product.upper().split())
-        found = [name for name, pattern in self.patterns if pattern.search(text)]
-        return found or [self.other]
+        found = self._known.get(product)
+        if found is None:
+            text = " ".join(product.upper().split())
+            found = tuple(name for name, pattern in self.patterns if pattern.search(text)) or (self.other,)
+            if len(self._known) >= KNOWN_LIMIT:
+                self._known.clear()
+            self._known[product] = found
+        return list(found)
 
     def is_fee(self, product: str) -> bool:
         """Postage, bank charges and the like: paid for, but not something a customer chose to buy."""
@@ -50,7 +59,8 @@ class CategoryMap:
 
 def load_categories(path: Path = DEFAULT_PATH) -> CategoryMap:
     """Load and check a category map file; an error names the file and the key at fault."""
-    return _load(path.resolve())
+    # The default is asked for once per profile written: resolving its path each time cost more than a lookup.
+    return _load(_DEFAULT_RESOLVED if path is DEFAULT_PATH else path.resolve())
 
 
 @cache
