@@ -158,8 +158,8 @@ class IngestReport:
 Records = Iterable[RawRecord | RowProblem]
 T = TypeVar("T")
 
-# A stream's last batch of at least this many events is written in two parts (TwinService._batches); a smaller
-# one is written before the split would pay for itself.
+# A stream's last batch of at least this many events is split in two (TwinService._batches), and its second
+# part again while it is this long: a shorter write ends before a split would pay for itself.
 LAST_BATCH_SPLIT = 256
 
 
@@ -302,9 +302,10 @@ class TwinService:
                 yield batch
                 batch = []
         # The last batch's write is the one part of an import that no encoding overlaps. Its last fifth goes as
-        # a batch of its own: encoding that fifth takes about as long as writing the rest (an event's encoding
-        # costs 4-5 times its write on a CPU), and only the fifth's write is left at the end.
-        if len(batch) >= LAST_BATCH_SPLIT:
+        # a batch of its own, and that fifth's last fifth, and so on: encoding a fifth takes about as long as
+        # writing the rest (an event's encoding costs 4-5 times its write on a CPU), and only a short write is
+        # left at the end.
+        while len(batch) >= LAST_BATCH_SPLIT:
             cut = len(batch) - len(batch) // 5
             yield batch[:cut]
             batch = batch[cut:]

@@ -84,20 +84,17 @@ def test_an_error_while_writing_stops_the_import_and_leaves_the_batches_before_s
     assert sum(service.store.count(f"C-{i}") for i in range(3)) == 4
 
 
-def test_a_long_stream_writes_its_last_fifth_as_a_batch_of_its_own(tmp_path: Path) -> None:
-    # The last batch's write overlaps no encoding; its fifth goes last, so that write is short.
-    service = fake_service(tmp_path, batch_size=LAST_BATCH_SPLIT * 2)
+def test_a_long_stream_writes_the_last_fifth_of_its_last_batch_as_a_batch_of_its_own(tmp_path: Path) -> None:
+    # The last batch's write overlaps no encoding; its fifths go last, so that write is short.
+    assert LAST_BATCH_SPLIT == 256  # the sizes below follow from it
+    service = fake_service(tmp_path, batch_size=2048)
     store = RecordingStore(service.store.embedder)  # type: ignore[attr-defined]
     service.store = store
 
-    report = service.ingest_records(rows(LAST_BATCH_SPLIT * 3 + 100))
-    remainder = LAST_BATCH_SPLIT + 100
-    assert [len(texts) for _, texts in store.ahead] == [
-        LAST_BATCH_SPLIT * 2,
-        remainder - remainder // 5,
-        remainder // 5,
-    ]
-    assert report.stored == LAST_BATCH_SPLIT * 3 + 100 and not report.rejected
+    report = service.ingest_records(rows(2048 + 1600))
+    # 1,600 left: 1,280 and a fifth of 320, which is still long enough to split again: 256 and 64.
+    assert [len(texts) for _, texts in store.ahead] == [2048, 1280, 256, 64]
+    assert report.stored == 2048 + 1600 and not report.rejected
 
 
 def test_a_short_last_batch_is_written_whole(tmp_path: Path) -> None:
