@@ -148,24 +148,6 @@ def test_a_twin_searched_exactly_or_through_chromas_index_gets_the_same_evidence
         assert max(abs(a.score - b.score) for a, b in zip(got, want, strict=True)) < 1e-4
 
 
-def test_the_collections_a_store_creates_are_indexed_as_index_metadata_says(
-    make_store: MakeStore, client: Any
-) -> None:
-    store = (
-        make_store()
-    )  # records its layout first: a store with collections and no record is an old per-twin one
-    older = client.create_collection("not-twinchats", metadata={"hnsw:space": "cosine"})
-    store.add_many(history_events())
-    indexes = {
-        c.name: (c.configuration_json["hnsw"]["space"], c.configuration_json["hnsw"]["ef_construction"])
-        for c in (client.get_collection(c.name) for c in client.list_collections())
-        if c.name != chroma_store.LAYOUT_COLLECTION
-    }
-    want = (chroma_store.INDEX_METADATA["hnsw:space"], chroma_store.INDEX_METADATA["hnsw:construction_ef"])
-    assert indexes.pop(older.name) == ("cosine", 100)  # Chroma's default, kept: a collection keeps its index
-    assert indexes and set(indexes.values()) == {want}
-
-
 # --- Chroma dropping indexes from its cache ----------------------------------------------------------------------
 # chromadb 1.5.9 drops HNSW indexes from a cache split into 64 parts and reloads a dropped one from disk without
 # the records it has not persisted yet (see chroma_store.CACHE_PARTS). A client with room for 16 indexes drops

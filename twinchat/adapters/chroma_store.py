@@ -536,11 +536,8 @@ def _query_encoder() -> ThreadPoolExecutor:
     return _QUERY_ENCODER
 
 
-# How Chroma indexes a collection it creates (one it has keeps its own). Cosine space, and a build beam of 32
-# rather than 100: the index then costs 44 % less CPU to build, which is a fifth of an import's writes, and its
-# recall@10 moves from 0.999 to 0.994 (0.991 for a twin filtered in a shard of 19,000 records). Only histories
-# longer than EXACT_SEARCH_LIMIT are searched through it; shorter ones are ranked exactly.
-INDEX_METADATA = {"hnsw:space": "cosine", "hnsw:construction_ef": 32}
+# How Chroma indexes the collections twinchat creates: a memory's score is the cosine (1 - Chroma's distance).
+INDEX_METADATA = {"hnsw:space": "cosine"}
 
 # Records per Chroma call when adding or copying: under chromadb's largest batch (5461) for any client.
 ADD_BATCH = 2000
