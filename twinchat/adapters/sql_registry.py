@@ -145,6 +145,13 @@ class SqlTwinRegistry(TwinRegistry):
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('twinchat.sql_registry'))"))
             meta.create_all(conn)
 
+    def _upsert(self, table: Any, key: Sequence[str], update: Sequence[str]) -> Any:
+        """INSERT into ``table``, or on a row with the same ``key`` columns, UPDATE its ``update`` columns."""
+        insert = self._insert(table)
+        return insert.on_conflict_do_update(
+            index_elements=[table.c[k] for k in key], set_={k: insert.excluded[k] for k in update}
+        )
+
     @contextlib.contextmanager
     def _write(self) -> Iterator[Any]:
         """A writing transaction: ``with self._write() as conn:``, committed at the end of the block."""
@@ -162,11 +169,7 @@ class SqlTwinRegistry(TwinRegistry):
         if not counts:
             return
         now = datetime.now(UTC)
-        upsert = self._insert(self.twins)
-        upsert = upsert.on_conflict_do_update(
-            index_elements=[self.twins.c.twin_id],
-            set_={"n_events": upsert.excluded.n_events, "updated_at": upsert.excluded.updated_at},
-        )
+        upsert = self._upsert(self.twins, ["twin_id"], ["n_events", "updated_at"])
         # Rows in key order, so that two instances touching overlapping twins lock them in the same order.
         # `synthetic` is set when a twin is created and never changed: an update cannot relabel a real twin.
         ids = sorted(counts)
@@ -292,11 +295,7 @@ class SqlTwinRegistry(TwinRegistry):
         if not profiles:
             return
         now = datetime.now(UTC)
-        upsert = self._insert(self.profiles)
-        upsert = upsert.on_conflict_do_update(
-            index_elements=[self.profiles.c.twin_id],
-            set_={"document": upsert.excluded.document, "updated_at": upsert.excluded.updated_at},
-        )
+        upsert = self._upsert(self.profiles, ["twin_id"], ["document", "updated_at"])
         with self._write() as conn:
             conn.execute(
                 upsert,
@@ -330,13 +329,11 @@ class SqlTwinRegistry(TwinRegistry):
     def set_consents(self, consents: Sequence[Consent], *, only_if_absent: bool = False) -> None:
         if not consents:
             return
-        insert = self._insert(self.consents)
         if only_if_absent:
-            upsert = insert.on_conflict_do_nothing()
+            upsert = self._insert(self.consents).on_conflict_do_nothing()
         else:
-            upsert = insert.on_conflict_do_update(
-                index_elements=[self.consents.c.twin_id, self.consents.c.purpose],
-                set_={k: insert.excluded[k] for k in ("granted", "updated_at", "updated_by")},
+            upsert = self._upsert(
+                self.consents, ["twin_id", "purpose"], ["granted", "updated_at", "updated_by"]
             )
         with self._write() as conn:
             conn.execute(
@@ -397,11 +394,7 @@ class SqlTwinRegistry(TwinRegistry):
     def set_memory_status(self, statuses: Sequence[MemoryStatus]) -> None:
         if not statuses:
             return
-        insert = self._insert(self.statuses)
-        upsert = insert.on_conflict_do_update(
-            index_elements=[self.statuses.c.twin_id, self.statuses.c.event_id],
-            set_={k: insert.excluded[k] for k in ("state", "at", "by", "reason")},
-        )
+        upsert = self._upsert(self.statuses, ["twin_id", "event_id"], ["state", "at", "by", "reason"])
         with self._write() as conn:
             conn.execute(
                 upsert,
