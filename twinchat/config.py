@@ -103,15 +103,11 @@ class Settings(BaseSettings):
     )
 
     # Ingestion.
-    # Events validated, checked for duplicates, encoded and written together. Each Chroma add costs about 30 ms
-    # whatever its size, so bigger batches mean fewer of them: 1,024 ingested the sharded store in half the
-    # time 256 took (benchmarks/RESULTS.md); a process killed mid-way redoes at most one batch.
-    batch_size: int = Field(
-        default=4096,
-        ge=1,
-        description="Events written to the store together. Chroma, the profiles and the registry pay per write "
-        "as well as per event: 4,096 a batch wrote an import in 5 s where 1,024 took 9 s (benchmarks/RESULTS.md).",
-    )
+    # Events validated, checked for duplicates, encoded and written together. Each batch pays per write as well
+    # as per event (an add per shard, a profile per twin, a registry transaction): an import's writes took 14 s
+    # at 256 a batch, 9 s at 1,024 and 6 s at 4,096 (benchmarks/RESULTS.md, fourth pass). A process killed
+    # mid-way redoes at most one batch.
+    batch_size: int = Field(default=4096, ge=1, description="Events written to the store together.")
 
     # The HTTP API: a request carrying more items (events, questions, twins) is refused with 413.
     api_max_items: int = Field(default=1000, ge=1, description="Most items one API request may carry.")
