@@ -154,6 +154,22 @@ def test_ingest_reads_the_first_rows_of_a_file(tmp_path: Path) -> None:
     assert _first_rows(source, None, tmp_path) == source
 
 
+def test_ingest_reports_the_median_run_of_several() -> None:
+    from benchmarks.ingest import median_run
+
+    def run(ratio: float) -> tuple[dict[str, float], dict[str, float]]:
+        return {"sentences_per_s": 100.0 * ratio}, {"ratio_to_encoder": ratio, "events_per_s": 10.0 * ratio}
+
+    reference, figures = median_run([run(0.9), run(0.7)])  # an even count: the lower middle
+    assert figures["ratio_to_encoder"] == 0.7 and reference["sentences_per_s"] == 70.0
+    assert figures["runs"] == {
+        "ratio_to_encoder": [0.9, 0.7],
+        "events_per_s": [9.0, 7.0],
+        "sentences_per_s": [90.0, 70.0],
+    }
+    assert median_run([run(0.8)]) == run(0.8)  # one run: its figures as they are, no "runs"
+
+
 def test_bench_all_runs_each_benchmark_in_its_own_process(monkeypatch, tmp_path: Path) -> None:
     commands: list[list[str]] = []
 
