@@ -1,4 +1,8 @@
-"""API keys in SQL (the same database as the registry): only each key's SHA-256 digest is stored."""
+"""API keys in SQL (the same database as the registry): only each key's SHA-256 digest is stored.
+
+The engine and its writes are the registry's (:func:`sql_engine`, :func:`write_transaction`): several API
+workers start and write at once over one SQLite file without "database is locked" or "table already exists".
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from twinchat.adapters import require
+from twinchat.adapters.sql_registry import sql_engine, write_transaction
 from twinchat.domain.keys import ApiKey
 from twinchat.ports import KeyStore
 
@@ -14,8 +19,7 @@ class SqlKeyStore(KeyStore):
     def __init__(self, url: str) -> None:
         sa = require("sqlalchemy", "sqlalchemy")
         self.sa = sa
-        connect_args = {"timeout": 30} if url.startswith("sqlite") else {}
-        self.engine = sa.create_engine(url, connect_args=connect_args, future=True)
+        self.engine = sql_engine(url)
         meta = sa.MetaData()
         self.keys = sa.Table(
             "api_keys",
@@ -28,13 +32,13 @@ class SqlKeyStore(KeyStore):
             sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
             sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
         )
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             if conn.dialect.name == "postgresql":
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('twinchat.sql_keys'))"))
             meta.create_all(conn)
 
     def add(self, key: ApiKey, digest: str) -> None:
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             conn.execute(self.keys.insert().values(digest=digest, **_row(key)))
 
     def by_digest(self, digest: str) -> ApiKey | None:
@@ -47,7 +51,7 @@ class SqlKeyStore(KeyStore):
             return [_key(r) for r in conn.execute(self.sa.select(self.keys).order_by(self.keys.c.created_at))]
 
     def revoke(self, key_id: str, at: datetime) -> bool:
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             done = conn.execute(
                 self.keys.update()
                 .where((self.keys.c.key_id == key_id) & self.keys.c.revoked_at.is_(None))
@@ -56,7 +60,7 @@ class SqlKeyStore(KeyStore):
         return bool(done.rowcount)
 
     def delete_for_twin(self, twin_id: str) -> int:
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             return int(conn.execute(self.keys.delete().where(self.keys.c.twin_id == twin_id)).rowcount)
 
 

@@ -4,6 +4,8 @@ PostgreSQL (``postgresql+psycopg://...``) for deployments with several instances
 from __future__ import annotations
 
 import contextlib
+import sqlite3
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -20,11 +22,7 @@ class SqlTwinRegistry(TwinRegistry):
     def __init__(self, url: str) -> None:
         sa = require("sqlalchemy", "sqlalchemy")
         self.sa = sa
-        connect_args = {"timeout": 30} if url.startswith("sqlite") else {}
-        self.engine = sa.create_engine(url, connect_args=connect_args, future=True)
-        if url.startswith("sqlite"):
-            sa.event.listen(self.engine, "connect", _sqlite_connect)
-            sa.event.listen(self.engine, "begin", _sqlite_begin)
+        self.engine = sql_engine(url)
         self._insert = _dialect_insert(self.engine.dialect.name)
         stamp = _utc_timestamp(sa)
         meta = sa.MetaData()
@@ -152,13 +150,9 @@ class SqlTwinRegistry(TwinRegistry):
             index_elements=[table.c[k] for k in key], set_={k: insert.excluded[k] for k in update}
         )
 
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[Any]:
+    def _write(self) -> contextlib.AbstractContextManager[Any]:
         """A writing transaction: ``with self._write() as conn:``, committed at the end of the block."""
-        with self.engine.connect() as conn:
-            conn.execution_options(**{_WRITE: True})
-            with conn.begin():
-                yield conn
+        return write_transaction(self.engine)
 
     # Writes that may meet another instance's write to the same key are upserts (INSERT ... ON CONFLICT), not a
     # read then an insert, which fails with a duplicate key when two instances write the same twin at once.
@@ -593,6 +587,29 @@ class SqlTwinRegistry(TwinRegistry):
 
 
 _WRITE = "twinchat_write"
+SQLITE_BUSY_S = 30  # how long a SQLite writer waits for another process's write before it fails
+
+
+def sql_engine(url: str) -> Any:
+    """An engine for the registry's database; on SQLite, one that several processes can share (WAL, a busy
+    timeout, writes that take the lock at BEGIN: see :func:`write_transaction`)."""
+    sa = require("sqlalchemy", "sqlalchemy")
+    connect_args = {"timeout": SQLITE_BUSY_S} if url.startswith("sqlite") else {}
+    engine = sa.create_engine(url, connect_args=connect_args, future=True)
+    if url.startswith("sqlite"):
+        sa.event.listen(engine, "connect", _sqlite_connect)
+        sa.event.listen(engine, "begin", _sqlite_begin)
+    return engine
+
+
+@contextlib.contextmanager
+def write_transaction(engine: Any) -> Iterator[Any]:
+    """A writing transaction on an engine from :func:`sql_engine`, committed at the end of the block. On SQLite
+    it begins IMMEDIATE: it waits for another process's write rather than failing when it meets one."""
+    with engine.connect() as conn:
+        conn.execution_options(**{_WRITE: True})
+        with conn.begin():
+            yield conn
 
 
 def _dialect_insert(dialect: str) -> Any:
@@ -632,9 +649,24 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     # while one writes; the busy timeout (connect_args) makes a writer wait for the lock instead of failing.
     # Transactions are begun by _sqlite_begin, not by the driver, which would begin them too late.
     dbapi_connection.isolation_level = None
-    dbapi_connection.execute("PRAGMA journal_mode = WAL")
+    _use_wal(dbapi_connection)
     # Deleted rows are overwritten with zeros rather than left in free pages, whatever the build's default.
     dbapi_connection.execute("PRAGMA secure_delete = ON")
+
+
+def _use_wal(dbapi_connection: Any, *, wait_s: float = SQLITE_BUSY_S) -> None:
+    """Put the file in WAL mode (it stays so: the first connection to a new file does it). The switch needs the
+    file to itself and SQLite fails it at once, without the busy timeout, while another connection has it open
+    in a transaction: instances starting together over a new file wait for each other here instead."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            dbapi_connection.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def _sqlite_begin(conn: Any) -> None:
