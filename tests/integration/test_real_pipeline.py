@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from twinchat.config import Settings
+from twinchat.domain.events import Event
 from twinchat.importers.online_retail import OnlineRetailImport
 from twinchat.services import TwinService
 
@@ -69,6 +71,25 @@ def test_history_persists_and_reingesting_adds_nothing(tmp_path: Path, embedder,
     again = second.ingest_files([history_file], progress=False)
     assert (again.stored, again.duplicates, again.exit_code) == (0, 7, 0)
     assert second.store.count("C-100") == 3
+
+
+@pytest.mark.parametrize("layout", ["sharded", "per-twin"])
+def test_an_event_repeated_inside_one_batch_is_stored_once(
+    tmp_path: Path, embedder, history_file: Path, layout: str
+) -> None:
+    # The whole file is one batch: its repeats are checked against Chroma together with the first copies.
+    lines = history_file.read_text().splitlines(keepends=True)
+    first = json.loads(lines[0])
+    changed = first | {"text": "Another text", "event_id": Event.from_record(first).event_id}
+    history_file.write_text("".join(lines + lines[:2] + [json.dumps(changed) + "\n"]))
+    service = TwinService.from_settings(
+        Settings(home=tmp_path / "home", store_layout=layout), embedder=embedder
+    )
+    report = service.ingest_files([history_file], progress=False)
+    assert (report.stored, report.duplicates, len(report.rejected)) == (7, 2, 1)
+    assert report.rejected[0].field == "event_id" and report.rejected[0].line == len(lines) + 3
+    assert {t.twin_id: t.n_events for t in service.twins()} == {"C-100": 3, "C-200": 2, "C-300": 2}
+    assert service.store.count("C-100") == 3
 
 
 def test_real_online_retail_customers_become_twins(real_service: TwinService, shared_data: Path) -> None:

@@ -112,6 +112,12 @@ def test_the_store_behaves_the_same_in_every_mode(make_store: MakeStore) -> None
         "same-id": "Shared id: C-100 asked about opening hours",
     }
     assert store.stored_texts("C-200", [c100_id, "same-id"]) == {}
+    # An id named twice (a batch holding a repeat of an event) is looked up once.
+    assert store.stored_texts("C-100", [c100_id, c100_id]) == {c100_id: HISTORY[0]["text"]}
+    assert store.stored_texts_many({"C-100": ["same-id", "same-id"], "C-300": ["same-id", "same-id"]}) == {
+        "C-100": {"same-id": "Shared id: C-100 asked about opening hours"},
+        "C-300": {"same-id": "Shared id: C-300 asked about opening hours"},
+    }
 
     # A second store over the same collections sees the same (a fresh process, a server's other client).
     again = make_store()

@@ -308,7 +308,7 @@ class ChromaMemoryStore(_ChromaStore):
         store = self._store(twin_id, create=False)
         if store is None or not event_ids:
             return {}
-        found = store.get(ids=list(event_ids), include=["documents"])
+        found = store.get(ids=_unique(event_ids), include=["documents"])
         return dict(zip(found["ids"], found["documents"], strict=True))
 
     def search(self, twin_id: str, query: str, *, k: int) -> list[Memory]:
@@ -421,7 +421,7 @@ class ShardedChromaMemoryStore(_ChromaStore):
         if not event_ids:
             return {}
         found = self._shard(twin_id).get(
-            ids=[record_id(twin_id, e) for e in event_ids],
+            ids=[record_id(twin_id, e) for e in _unique(event_ids)],
             where={"twin_id": twin_id},
             include=["documents", "metadatas"],
         )
@@ -431,7 +431,7 @@ class ShardedChromaMemoryStore(_ChromaStore):
         # One get per shard for a whole batch, rather than one per twin.
         found: dict[str, dict[str, str]] = {t: {} for t in event_ids_by_twin}
         for twins in self._by_shard(event_ids_by_twin):
-            ids = [record_id(t, e) for t in twins for e in event_ids_by_twin[t]]
+            ids = [record_id(t, e) for t in twins for e in _unique(event_ids_by_twin[t])]
             for start in range(0, len(ids), ADD_BATCH):
                 got = self._shard(twins[0]).get(
                     ids=ids[start : start + ADD_BATCH], include=["documents", "metadatas"]
@@ -718,6 +718,11 @@ def _is_uuid(name: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _unique(ids: Iterable[str]) -> list[str]:
+    """The ids once each, in order: Chroma refuses a get that names an id twice (a batch may hold a repeat)."""
+    return list(dict.fromkeys(ids))
 
 
 def _count(store: Any) -> int:
