@@ -44,8 +44,8 @@ lint: install
 	$(BIN)/ruff check twinchat ui tests benchmarks
 	$(BIN)/mypy
 
-# Speed and scale (BENCHMARKS.md section 4) at full size, one file each in benchmarks/results; about an hour on
-# 2 cores, waiting first while the machine is busy. benchmarks/RESULTS.md says what the figures were.
+# Speed and scale (BENCHMARKS.md section 4) at full size, one file each in benchmarks/results; about 45 minutes
+# on 2 cores, waiting first while the machine is busy. benchmarks/RESULTS.md says what the figures were.
 bench: install
 	$(BIN)/twinchat bench all --out benchmarks/results
 
