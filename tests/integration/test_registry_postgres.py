@@ -14,9 +14,8 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.integration.conftest import free_port
+from tests.support.together import all_at_once
 from twinchat.adapters.sql_registry import SqlTwinRegistry
 from twinchat.config import Settings
 from twinchat.domain.control import AuditEntry, Consent, ConsentDenied, MemoryStatus, Use
@@ -477,27 +477,7 @@ def test_two_instances_on_one_database_see_each_others_writes(url: str) -> None:
 def test_instances_starting_and_writing_at_once_do_not_collide(postgres_url: str) -> None:
     # Replicas start together against an empty database, then ingest the same customers at the same moment:
     # neither creating the tables nor writing the same keys may fail with a duplicate key.
-    def all_at_once(work: Callable[[int], object], n: int = 6) -> list[object]:
-        results: list[object] = [None] * n
-        start = threading.Barrier(n)
-
-        def run(i: int) -> None:
-            start.wait()
-            try:
-                results[i] = work(i)
-            except Exception as exc:  # collected, and asserted on below
-                results[i] = exc
-
-        threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        errors = [r for r in results if isinstance(r, Exception)]
-        assert not errors, errors
-        return results
-
-    registries: list[SqlTwinRegistry] = all_at_once(lambda i: SqlTwinRegistry(postgres_url))
+    registries: list[SqlTwinRegistry] = all_at_once(lambda i: SqlTwinRegistry(postgres_url), 6)
     try:
         for round_ in range(5):
             twins = {f"c{round_}-{k}": k + 1 for k in range(20)}
@@ -517,7 +497,7 @@ def test_instances_starting_and_writing_at_once_do_not_collide(postgres_url: str
                 registry.save_profiles({t: {"by": i} for t in twins})
                 registry.set_panel("vip", add=list(twins))
 
-            all_at_once(ingest)
+            all_at_once(ingest, 6)
         check = registries[0]
         assert len(check.list_twins(panel="pilot")) == 100 and check.panels() == {"pilot": 100, "vip": 100}
         assert len(check.survey_answers()) == 100 and check.survey_answers(valid_only=True) == []

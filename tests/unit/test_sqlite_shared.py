@@ -4,11 +4,10 @@ exists", and no write is lost. Real SQLite files and real threads, each instance
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from tests.support.together import all_at_once
 from twinchat.adapters.sql_keys import SqlKeyStore
 from twinchat.adapters.sql_registry import SqlTwinRegistry
 from twinchat.domain.control import AuditEntry
@@ -18,43 +17,21 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 INSTANCES = 6
 
 
-def all_at_once(work: Callable[[int], object], n: int = INSTANCES) -> list[object]:
-    """``work(i)`` in n threads released together; every result, or the first errors raised."""
-    results: list[object] = [None] * n
-    start = threading.Barrier(n)
-
-    def run(i: int) -> None:
-        start.wait()
-        try:
-            results[i] = work(i)
-        except Exception as exc:  # collected, and asserted on below
-            results[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    errors = [r for r in results if isinstance(r, Exception)]
-    assert not errors, errors[:2]
-    return results
-
-
 def test_instances_opening_a_new_sqlite_file_at_once_all_start(tmp_path: Path) -> None:
     # Twelve rounds, each over a new file: before the fix, about half the rounds had an instance fail (the
     # switch to WAL, or a key table created by two instances at once).
     for round_ in range(12):
         url = f"sqlite:///{tmp_path / f'meta-{round_}.db'}"
-        opened = all_at_once(lambda i, url=url: (SqlTwinRegistry(url), SqlKeyStore(url)))
-        for registry, keys in opened:  # type: ignore[misc]
+        opened = all_at_once(lambda i, url=url: (SqlTwinRegistry(url), SqlKeyStore(url)), INSTANCES)
+        for registry, keys in opened:
             registry.engine.dispose()
             keys.engine.dispose()
 
 
 def test_instances_writing_keys_and_twins_at_once_lose_nothing(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'meta.db'}"
-    opened: list[tuple[SqlTwinRegistry, SqlKeyStore]] = all_at_once(  # type: ignore[assignment]
-        lambda i: (SqlTwinRegistry(url), SqlKeyStore(url))
+    opened: list[tuple[SqlTwinRegistry, SqlKeyStore]] = all_at_once(
+        lambda i: (SqlTwinRegistry(url), SqlKeyStore(url)), INSTANCES
     )
 
     def write(i: int) -> None:
@@ -66,7 +43,7 @@ def test_instances_writing_keys_and_twins_at_once_lose_nothing(tmp_path: Path) -
         keys.revoke(f"k{i}-0", T0)
 
     try:
-        all_at_once(write)
+        all_at_once(write, INSTANCES)
         registry, keys = opened[0]
         listed = keys.list_keys()
         assert len(listed) == INSTANCES * 10
