@@ -14,9 +14,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.conftest import PYTHON, ROOT, free_port, stop, wait_http
+from tests.integration.conftest import PYTHON, ROOT, free_port, running_chroma, stop, wait_http
 from tests.support.consistency import assert_stored_once
+from tests.support.together import all_at_once
+from twinchat.adapters.chroma_store import read_layout, shard_of
 from twinchat.config import Settings
+from twinchat.domain.events import Event
+from twinchat.factory import make_store, make_store_client
 from twinchat.services import TwinService
 from twinchat.testing import HashEmbedder
 
@@ -175,3 +179,31 @@ def test_two_workers_over_a_chroma_server_lose_no_write(
     print(
         f"{REQUESTS} ingestions and {len(consent_entries)} consent changes over 2 workers in {seconds:.1f} s"
     )
+
+
+@pytest.mark.parametrize("layout", ["auto", "sharded"])
+def test_instances_starting_at_once_over_an_empty_chroma_server_agree_on_its_layout(
+    tmp_path: Path, layout: str
+) -> None:
+    # Workers or replicas start together over a new server: each opens the store and writes its first event.
+    # None may take another's collections for an old per-twin store, or read a layout record half written.
+    # Five servers: before the fix, about half of such starts had an instance fail or open another layout.
+    for round_ in range(5):
+        with running_chroma(tmp_path / f"chroma-{round_}") as port:
+            settings = Settings(
+                home=tmp_path / f"home-{round_}", store=f"chroma+http://127.0.0.1:{port}", store_layout=layout
+            )
+
+            def start(i: int, settings: Settings = settings) -> tuple[str, int]:
+                store = make_store(settings, HashEmbedder(384))
+                store.add(f"C-{i}", [Event(f"C-{i}", f"Instance {i} started", f"e-{i}")])
+                return (type(store).__name__, getattr(store, "shards", 0))
+
+            opened = all_at_once(start, 6)
+            assert set(opened) == {("ShardedChromaMemoryStore", 16)}, opened
+            client = make_store_client(settings)
+            shards = {shard_of(f"C-{i}", 16) for i in range(6)}
+            assert read_layout(client) == ("sharded", 16)
+            assert client.count_collections() == 1 + len(shards)  # the record and those shards, nothing else
+            again = make_store(settings, HashEmbedder(384))
+            assert [again.count(f"C-{i}") for i in range(6)] == [1] * 6

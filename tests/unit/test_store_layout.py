@@ -120,6 +120,17 @@ def test_a_store_from_before_layouts_were_recorded_is_per_twin(tmp_path: Path) -
     assert read_layout(client) == ("per-twin", 0)
 
 
+def test_a_layout_record_left_without_its_layout_is_claimed_by_the_next_start(tmp_path: Path) -> None:
+    # Earlier twinchat created the record, then described it in a second call: one stopped between left it bare.
+    client = make_client(f"chroma:{tmp_path}")
+    client.get_or_create_collection("twinchat-store-layout")
+    assert read_layout(client) is None and resolve_layout(client, "auto", 4) == ("sharded", 4)
+    store = factory.make_store(
+        Settings(home=tmp_path, store=f"chroma:{tmp_path}", store_shards=4), HashEmbedder()
+    )
+    assert isinstance(store, ShardedChromaMemoryStore) and read_layout(client) == ("sharded", 4)
+
+
 def test_the_open_stores_are_bounded(tmp_path: Path) -> None:
     store = ChromaMemoryStore(make_client(f"chroma:{tmp_path}"), embeddings(), max_open=3)
     for i in range(6):

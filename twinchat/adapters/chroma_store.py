@@ -79,12 +79,64 @@ def read_layout(client: Any) -> tuple[str, int] | None:
         if _not_found(exc):
             return None
         raise
+    if "layout" not in meta:
+        return None  # created, not yet described, by a version that wrote the two in separate calls
     return str(meta["layout"]), int(meta.get("shards", 0))
 
 
 def write_layout(client: Any, layout: str, shards: int) -> None:
-    collection = client.get_or_create_collection(LAYOUT_COLLECTION)
-    collection.modify(metadata={"layout": layout, "shards": shards if layout == "sharded" else 0})
+    """Record the layout, replacing any recorded (a migration's last step)."""
+    collection = client.get_or_create_collection(LAYOUT_COLLECTION, metadata=_layout_metadata(layout, shards))
+    collection.modify(metadata=_layout_metadata(layout, shards))
+
+
+def _layout_metadata(layout: str, shards: int) -> dict[str, Any]:
+    return {"layout": layout, "shards": shards if layout == "sharded" else 0}
+
+
+def _claim_layout(client: Any, layout: str, shards: int) -> tuple[str, int]:
+    """Record the layout in a store that has none; what the store then records. The record is created with its
+    metadata in one call, and a described record is never changed here: of several instances claiming an empty
+    store at once, the first one's layout is recorded and every other one reads it back."""
+    metadata = _layout_metadata(layout, shards)
+    record = client.get_or_create_collection(LAYOUT_COLLECTION, metadata=metadata)
+    if "layout" not in (record.metadata or {}):  # a bare record (see read_layout): nobody's yet
+        record.modify(metadata=metadata)
+    recorded = read_layout(client)
+    if recorded is None:
+        raise StoreLayoutError(f"the store's layout record ({LAYOUT_COLLECTION}) vanished as it was written")
+    return recorded
+
+
+def _recorded_or_old(client: Any) -> tuple[str, int] | None:
+    """The layout the store records; per-twin for a store written before layouts were recorded (it holds
+    collections and no record); None for an empty store.
+
+    The record is read again after the collections are counted. Every instance records its layout before it
+    creates a collection, so a collection another instance created meanwhile means a record is there to read:
+    instances starting at once over an empty store never take one another's collections for an old store.
+    """
+    recorded = read_layout(client)
+    if recorded is not None:
+        return recorded
+    collections = client.count_collections()
+    recorded = read_layout(client)
+    if recorded is not None:
+        return recorded
+    if collections and _has_collection(client, LAYOUT_COLLECTION):
+        collections -= 1  # a bare record (see read_layout) is no twin's collection
+    return ("per-twin", 0) if collections else None
+
+
+def _has_collection(client: Any, name: str) -> bool:
+    # get_collection rather than list_collections: listing costs O(collections) on every call.
+    try:
+        client.get_collection(name)
+    except Exception as exc:
+        if _not_found(exc):
+            return False
+        raise
+    return True
 
 
 def resolve_layout(client: Any, configured: str, shards: int) -> tuple[str, int]:
@@ -93,21 +145,15 @@ def resolve_layout(client: Any, configured: str, shards: int) -> tuple[str, int]
     """
     if configured != "auto":
         return configured, shards if configured == "sharded" else 0
-    recorded = read_layout(client)
-    if recorded is not None:
-        return recorded
-    return ("per-twin", 0) if client.count_collections() else ("sharded", shards)
+    return _recorded_or_old(client) or ("sharded", shards)
 
 
 def check_layout(client: Any, layout: str, shards: int) -> None:
     """Record the layout in a store that has none yet, or refuse a store laid out otherwise."""
     want = (layout, shards if layout == "sharded" else 0)
-    recorded = read_layout(client)
-    if recorded is None:
-        # A store written before layouts were recorded is per-twin; an empty one takes the layout configured.
-        recorded = ("per-twin", 0) if client.count_collections() else want
-        if recorded == want:
-            write_layout(client, *want)
+    recorded = _recorded_or_old(client) or want
+    if recorded == want:  # recorded already (a no-op), or recorded now: an old store's, or an empty one's
+        recorded = _claim_layout(client, *want)
     if recorded != want:
         raise StoreLayoutError(layout_mismatch(recorded, want))
 
@@ -234,14 +280,7 @@ class _ChromaStore(MemoryStore):
             self._stores.pop(name, None)
 
     def _exists(self, name: str) -> bool:
-        # get_collection rather than list_collections: listing costs O(twins) on every call.
-        try:
-            self.client.get_collection(name)
-        except Exception as exc:
-            if _not_found(exc):
-                return False
-            raise
-        return True
+        return _has_collection(self.client, name)
 
     def _exact_search(
         self, collection: Any, fetch: Callable[[], dict[str, Any]], query: str, k: int
