@@ -73,70 +73,65 @@ def shard_name(index: int, shards: int) -> str:
 
 def read_layout(client: Any) -> tuple[str, int] | None:
     """The layout recorded in the store, as (layout, shards); None where none is recorded."""
+    return _layout_of(_layout_record(client))
+
+
+def _layout_record(client: Any) -> dict[str, Any] | None:
+    """The layout record's metadata: None where there is no record, without "layout" where it is bare (created,
+    not yet described, by an earlier twinchat that wrote the two in separate calls)."""
     try:
-        meta = client.get_collection(LAYOUT_COLLECTION).metadata or {}
+        return dict(client.get_collection(LAYOUT_COLLECTION).metadata or {})
     except Exception as exc:
         if _not_found(exc):
             return None
         raise
-    if "layout" not in meta:
-        return None  # created, not yet described, by a version that wrote the two in separate calls
-    return str(meta["layout"]), int(meta.get("shards", 0))
 
 
-def write_layout(client: Any, layout: str, shards: int) -> None:
-    """Record the layout, replacing any recorded (a migration's last step)."""
-    collection = client.get_or_create_collection(LAYOUT_COLLECTION, metadata=_layout_metadata(layout, shards))
-    collection.modify(metadata=_layout_metadata(layout, shards))
+def _layout_of(metadata: dict[str, Any] | None) -> tuple[str, int] | None:
+    if not metadata or "layout" not in metadata:
+        return None
+    return str(metadata["layout"]), int(metadata.get("shards", 0))
 
 
 def _layout_metadata(layout: str, shards: int) -> dict[str, Any]:
     return {"layout": layout, "shards": shards if layout == "sharded" else 0}
 
 
+def write_layout(client: Any, layout: str, shards: int) -> None:
+    """Record the layout, replacing any recorded (a migration's last step)."""
+    metadata = _layout_metadata(layout, shards)
+    client.get_or_create_collection(LAYOUT_COLLECTION, metadata=metadata).modify(metadata=metadata)
+
+
 def _claim_layout(client: Any, layout: str, shards: int) -> tuple[str, int]:
     """Record the layout in a store that has none; what the store then records. The record is created with its
     metadata in one call, and a described record is never changed here: of several instances claiming an empty
-    store at once, the first one's layout is recorded and every other one reads it back."""
+    store at once, the first one's layout is recorded and every other one gets it back."""
     metadata = _layout_metadata(layout, shards)
     record = client.get_or_create_collection(LAYOUT_COLLECTION, metadata=metadata)
-    if "layout" not in (record.metadata or {}):  # a bare record (see read_layout): nobody's yet
+    recorded = _layout_of(record.metadata)  # an existing record's own metadata, not the one asked for
+    if recorded is None:  # a bare record: nobody's yet
         record.modify(metadata=metadata)
-    recorded = read_layout(client)
-    if recorded is None:
-        raise StoreLayoutError(f"the store's layout record ({LAYOUT_COLLECTION}) vanished as it was written")
+        recorded = (layout, metadata["shards"])
     return recorded
 
 
-def _recorded_or_old(client: Any) -> tuple[str, int] | None:
-    """The layout the store records; per-twin for a store written before layouts were recorded (it holds
-    collections and no record); None for an empty store.
+def _layout_without_record(client: Any) -> tuple[str, int] | None:
+    """For a store in which no layout record was read: per-twin if it was written before layouts were recorded
+    (it holds collections), None if it is empty, or the record another instance wrote meanwhile.
 
     The record is read again after the collections are counted. Every instance records its layout before it
     creates a collection, so a collection another instance created meanwhile means a record is there to read:
     instances starting at once over an empty store never take one another's collections for an old store.
     """
-    recorded = read_layout(client)
-    if recorded is not None:
-        return recorded
     collections = client.count_collections()
-    recorded = read_layout(client)
+    record = _layout_record(client)
+    recorded = _layout_of(record)
     if recorded is not None:
         return recorded
-    if collections and _has_collection(client, LAYOUT_COLLECTION):
-        collections -= 1  # a bare record (see read_layout) is no twin's collection
+    if record is not None:
+        collections -= 1  # a bare record is no twin's collection
     return ("per-twin", 0) if collections else None
-
-
-def _has_collection(client: Any, name: str) -> bool:
-    # get_collection rather than list_collections: listing costs O(collections) on every call.
-    try:
-        client.get_collection(name)
-    except Exception as exc:
-        if _not_found(exc):
-            return False
-        raise
-    return True
 
 
 def resolve_layout(client: Any, configured: str, shards: int) -> tuple[str, int]:
@@ -145,15 +140,18 @@ def resolve_layout(client: Any, configured: str, shards: int) -> tuple[str, int]
     """
     if configured != "auto":
         return configured, shards if configured == "sharded" else 0
-    return _recorded_or_old(client) or ("sharded", shards)
+    return read_layout(client) or _layout_without_record(client) or ("sharded", shards)
 
 
 def check_layout(client: Any, layout: str, shards: int) -> None:
     """Record the layout in a store that has none yet, or refuse a store laid out otherwise."""
     want = (layout, shards if layout == "sharded" else 0)
-    recorded = _recorded_or_old(client) or want
-    if recorded == want:  # recorded already (a no-op), or recorded now: an old store's, or an empty one's
-        recorded = _claim_layout(client, *want)
+    recorded = read_layout(client)
+    if recorded is None:
+        # An old per-twin store, or an empty one, takes the layout configured if it is its own.
+        recorded = _layout_without_record(client) or want
+        if recorded == want:
+            recorded = _claim_layout(client, *want)
     if recorded != want:
         raise StoreLayoutError(layout_mismatch(recorded, want))
 
@@ -280,7 +278,14 @@ class _ChromaStore(MemoryStore):
             self._stores.pop(name, None)
 
     def _exists(self, name: str) -> bool:
-        return _has_collection(self.client, name)
+        # get_collection rather than list_collections: listing costs O(twins) on every call.
+        try:
+            self.client.get_collection(name)
+        except Exception as exc:
+            if _not_found(exc):
+                return False
+            raise
+        return True
 
     def _exact_search(
         self, collection: Any, fetch: Callable[[], dict[str, Any]], query: str, k: int
