@@ -161,6 +161,8 @@ T = TypeVar("T")
 # A stream's last batch of at least this many events is split in two (TwinService._batches), and its second
 # part again while it is this long: a shorter write ends before a split would pay for itself.
 LAST_BATCH_SPLIT = 256
+# What an erased twin's id becomes in the audit rows kept about it (the prefix of a random tombstone).
+TOMBSTONE_PREFIX = "erased-"
 
 
 class TwinService:
@@ -824,7 +826,7 @@ class TwinService:
     def erase(self, twin_id: str, *, use: Use = LOCAL_CUSTOMER) -> str:
         """Erase the customer: collection, metadata, derived data and caches. Returns the audit tombstone."""
         self.authorize(twin_id, use, "erase")
-        tombstone = f"erased-{new_session_id().removeprefix('ses_')}"
+        tombstone = f"{TOMBSTONE_PREFIX}{new_session_id().removeprefix('ses_')}"
         texts = [e.text for e in self.store.events(twin_id)]
         self.store.delete_twin(twin_id)
         self.registry.erase_twin(twin_id, tombstone=tombstone)

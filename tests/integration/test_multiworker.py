@@ -29,6 +29,10 @@ pytestmark = pytest.mark.slow
 TWINS = [f"W-{i}" for i in range(6)]
 REQUESTS = 120  # POST /v1/events, each with an event of every twin: small, so that they overlap a lot
 TOGGLES = 8  # consent changes per twin, each twin's made in order by one client
+# Twins erased while the others are written: each shares a shard (of the default 16) with one of TWINS.
+ERASED = [t for t in (f"E-{i}" for i in range(200)) if shard_of(t, 16) in {shard_of(w, 16) for w in TWINS}][
+    :6
+]
 
 
 @pytest.fixture
@@ -113,6 +117,13 @@ def test_two_workers_over_a_chroma_server_lose_no_write(
         first = [{"customer_id": t, "text": f"First order of {t}", "source": "purchase"} for t in TWINS]
         response = httpx.post(f"{base}/v1/events", json={"events": first}, headers=headers, timeout=300)
         assert response.status_code == 201, response.text
+        doomed = [
+            {"customer_id": t, "text": f"Order {j} of {t}, to be erased", "source": "purchase"}
+            for t in ERASED
+            for j in range(5)
+        ]
+        response = httpx.post(f"{base}/v1/events", json={"events": doomed}, headers=headers, timeout=300)
+        assert response.status_code == 201, response.text
 
         def post_events(r: int) -> httpx.Response:
             events = request_events(r)
@@ -130,11 +141,19 @@ def test_two_workers_over_a_chroma_server_lose_no_write(
                 assert answer.status_code == 200, answer.text
             return sets
 
+        def erase(twin: str) -> httpx.Response:
+            time.sleep(0.5)  # spread over the writes
+            return httpx.delete(f"{base}/v1/twins/{twin}", headers=headers, timeout=300)
+
         started = time.monotonic()
-        with ThreadPoolExecutor(8) as pool:
+        with ThreadPoolExecutor(8) as pool, ThreadPoolExecutor(2) as erasing:
+            # Erasures beside the writes to the same shards, from either worker.
+            erasures = erasing.map(erase, ERASED)
             ingests = list(pool.map(post_events, range(REQUESTS)))
             consents = dict(zip(TWINS, pool.map(toggle_consents, TWINS), strict=True))
+            erased = list(erasures)
         seconds = time.monotonic() - started
+        assert all(r.status_code == 200 for r in erased), [r.text for r in erased if r.status_code != 200]
         assert all(r.status_code == 201 for r in ingests), [r.text for r in ingests if r.status_code != 201]
         assert all(r.json()["stored"] == len(request_events(i)) for i, r in enumerate(ingests))
 
@@ -166,9 +185,11 @@ def test_two_workers_over_a_chroma_server_lose_no_write(
         Settings(home=Path(env["TWINCHAT_HOME"]), store=chroma_server), embedder=HashEmbedder(384)
     )
     actor = f"key:{key['key_id']}"
-    assert_stored_once(service, records, audit_actor=actor)
+    assert_stored_once(service, records, audit_actor=actor)  # the erased twins' neighbours lost nothing
+    for twin in ERASED:
+        assert service.store.count(twin) == 0 and service.store.events(twin) == [], twin
     entries = service.audit()
-    ingest_entries = [e for e in entries if e.action == "ingest" and e.actor == actor]
+    ingest_entries = [e for e in entries if e.action == "ingest" and e.actor == actor and e.twin_id in TWINS]
     assert len(ingest_entries) == len(TWINS) * (
         1 + REQUESTS
     )  # one per twin per request that stored its events

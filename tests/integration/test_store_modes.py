@@ -137,6 +137,17 @@ def test_the_store_behaves_the_same_in_every_mode(make_store: MakeStore) -> None
     store.add("C-300", events["C-300"][:1])  # the twin can come back
     assert store.count("C-300") == 1 and store.count("C-100") == 3
 
+    # The other client, opened before the erasure (another API worker), keeps working on the collections it
+    # had open: it reads and writes what is there now, the erased twin included when it comes back.
+    assert (
+        again.count("C-100") == 3 and again.search("C-100", "cake stand", k=1)[0].event.customer_id == "C-100"
+    )
+    again.add("C-200", [Event("C-200", "Asked again about delivery times", "late")])
+    again.delete_twin("C-300")
+    again.add("C-300", events["C-300"][1:2])
+    assert {t: store.count(t) for t in events} == {"C-100": 3, "C-200": 3, "C-300": 1}
+    assert store.events("C-300")[0].text == events["C-300"][1].text
+
 
 def test_a_twin_searched_exactly_or_through_chromas_index_gets_the_same_evidence(
     make_store: MakeStore, monkeypatch: pytest.MonkeyPatch

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import re
@@ -236,6 +237,37 @@ def _start_bounded(path: str, settings: Any, collections: int) -> None:
         SharedSystemClient._identifier_to_system[path] = system
 
 
+def _not_found(exc: Exception) -> bool:
+    # chromadb raises NotFoundError (1.x) or ValueError (older) for a missing collection
+    text = str(exc).lower()
+    return "not exist" in text or "not found" in text
+
+
+Method = TypeVar("Method", bound=Callable[..., Any])
+
+
+def _reopening(method: Method) -> Method:
+    """Run a store method again, once, on freshly opened collections when a collection it had open is gone.
+
+    An open collection is a handle on a collection id. Another client can delete that collection (a twin
+    erased in the per-twin layout, a shard rebuilt by an embedded store's erasure, a migration), and every call
+    through the old handle then fails with Chroma's "does not exist", though a collection of that name may be
+    there again. The methods are safe to run twice: writes are upserts or deletes by id.
+    """
+
+    @functools.wraps(method)
+    def run(self: _ChromaStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as exc:
+            if not _not_found(exc):
+                raise
+        self._forget_all()
+        return method(self, *args, **kwargs)
+
+    return run  # type: ignore[return-value]
+
+
 class _ChromaStore(MemoryStore):
     """What both layouts share: the client, the embeddings, and a bounded set of open LangChain stores."""
 
@@ -277,6 +309,10 @@ class _ChromaStore(MemoryStore):
         with self._lock:
             self._stores.pop(name, None)
 
+    def _forget_all(self) -> None:
+        with self._lock:
+            self._stores.clear()
+
     def _exists(self, name: str) -> bool:
         # get_collection rather than list_collections: listing costs O(twins) on every call.
         try:
@@ -314,10 +350,15 @@ class _ChromaStore(MemoryStore):
             for i in best
         ]
 
-    def _scrub_if_local(self) -> None:
+    def _local_directory(self) -> Path | None:
+        """The folder of an embedded store on disk; None for a Chroma server or an in-memory store."""
         settings = self.client.get_settings()
-        if settings.is_persistent:
-            scrub(Path(settings.persist_directory))
+        return Path(settings.persist_directory) if settings.is_persistent else None
+
+    def _scrub_if_local(self) -> None:
+        directory = self._local_directory()
+        if directory is not None:
+            scrub(directory)
 
 
 class ChromaMemoryStore(_ChromaStore):
@@ -335,6 +376,7 @@ class ChromaMemoryStore(_ChromaStore):
     def add(self, twin_id: str, events: Sequence[Event]) -> None:
         self.add_many({twin_id: list(events)})
 
+    @_reopening
     def add_many(self, events_by_twin: dict[str, list[Event]]) -> None:
         # One encoder call for the whole batch; each twin's add_texts then finds its vectors in the cache.
         self.embeddings.embed_documents([e.text for events in events_by_twin.values() for e in events])
@@ -348,6 +390,7 @@ class ChromaMemoryStore(_ChromaStore):
                         ids=[e.event_id for e in events],
                     )
 
+    @_reopening
     def stored_texts(self, twin_id: str, event_ids: Sequence[str]) -> dict[str, str]:
         store = self._store(twin_id, create=False)
         if store is None or not event_ids:
@@ -355,6 +398,7 @@ class ChromaMemoryStore(_ChromaStore):
         found = store.get(ids=_unique(event_ids), include=["documents"])
         return dict(zip(found["ids"], found["documents"], strict=True))
 
+    @_reopening
     def search(self, twin_id: str, query: str, *, k: int) -> list[Memory]:
         store = self._store(twin_id, create=False)
         if store is None or k <= 0:
@@ -376,22 +420,26 @@ class ChromaMemoryStore(_ChromaStore):
             for doc, distance in results
         ]
 
+    @_reopening
     def events(self, twin_id: str) -> list[Event]:
         store = self._store(twin_id, create=False)
         if store is None:
             return []
         return _sorted_events(store.get(include=["documents", "metadatas"]))
 
+    @_reopening
     def count(self, twin_id: str) -> int:
         store = self._store(twin_id, create=False)
         return 0 if store is None else _count(store)
 
+    @_reopening
     def delete_events(self, twin_id: str, event_ids: Sequence[str]) -> None:
         store = self._store(twin_id, create=False)
         if store is not None and event_ids:
             with _WRITES:
                 store.delete(ids=list(event_ids))
 
+    @_reopening
     def delete_twin(self, twin_id: str) -> None:
         """Delete the twin's collection and, on a local Chroma, every byte of it left on disk."""
         with _WRITES:
@@ -437,6 +485,7 @@ class ShardedChromaMemoryStore(_ChromaStore):
     def add(self, twin_id: str, events: Sequence[Event]) -> None:
         self.add_many({twin_id: list(events)})
 
+    @_reopening
     def warm(self) -> None:
         """Load the encoder and every shard's index: a shard's first read in a process loads its index (about
         150 ms at 19,000 records), which the first search of a twin in it would otherwise wait for."""
@@ -446,6 +495,7 @@ class ShardedChromaMemoryStore(_ChromaStore):
             if shard is not None:
                 read_vectors(shard, partial(shard.get, limit=1, include=["embeddings"]))
 
+    @_reopening
     def add_many(self, events_by_twin: dict[str, list[Event]]) -> None:
         # One encoder call for the whole batch, then one add per shard, its vectors found in the cache.
         self.embeddings.embed_documents([e.text for events in events_by_twin.values() for e in events])
@@ -461,6 +511,7 @@ class ShardedChromaMemoryStore(_ChromaStore):
                         ids=[record_id(t, e.event_id) for t, e in part],
                     )
 
+    @_reopening
     def stored_texts(self, twin_id: str, event_ids: Sequence[str]) -> dict[str, str]:
         if not event_ids:
             return {}
@@ -471,6 +522,7 @@ class ShardedChromaMemoryStore(_ChromaStore):
         )
         return {m["event_id"]: d for d, m in zip(found["documents"], found["metadatas"], strict=True)}
 
+    @_reopening
     def stored_texts_many(self, event_ids_by_twin: dict[str, list[str]]) -> dict[str, dict[str, str]]:
         # One get per shard for a whole batch, rather than one per twin.
         found: dict[str, dict[str, str]] = {t: {} for t in event_ids_by_twin}
@@ -484,6 +536,7 @@ class ShardedChromaMemoryStore(_ChromaStore):
                     found[meta["twin_id"]][meta["event_id"]] = document
         return found
 
+    @_reopening
     def counts(self, twin_ids: Sequence[str]) -> dict[str, int]:
         # One get of the ids per shard (twin_id $in the shard's twins), each id counted to the twin its prefix
         # names (record_id): no metadata is read.
@@ -504,6 +557,7 @@ class ShardedChromaMemoryStore(_ChromaStore):
             groups.setdefault(shard_of(twin_id, self.shards), []).append(twin_id)
         return list(groups.values())
 
+    @_reopening
     def search(self, twin_id: str, query: str, *, k: int) -> list[Memory]:
         if k <= 0:
             return []
@@ -532,26 +586,38 @@ class ShardedChromaMemoryStore(_ChromaStore):
             for doc, distance in results
         ]
 
+    @_reopening
     def events(self, twin_id: str) -> list[Event]:
         found = self._shard(twin_id).get(where={"twin_id": twin_id}, include=["documents", "metadatas"])
         found["ids"] = [m["event_id"] for m in found["metadatas"]]
         return _sorted_events(found)
 
+    @_reopening
     def count(self, twin_id: str) -> int:
         return len(self._shard(twin_id).get(where={"twin_id": twin_id}, include=[])["ids"])
 
+    @_reopening
     def delete_events(self, twin_id: str, event_ids: Sequence[str]) -> None:
         if event_ids:
             with _WRITES:
                 self._shard(twin_id).delete(ids=[record_id(twin_id, e) for e in event_ids])
 
+    @_reopening
     def delete_twin(self, twin_id: str) -> None:
         """Remove the twin's records and, on a local Chroma, every byte of them left on disk.
 
-        Chroma and hnswlib only mark deleted records, so the twin's shard is rebuilt without them: the other
-        twins' records (embeddings included) are copied into a fresh collection, which replaces the shard.
+        On disk, Chroma and hnswlib only mark deleted records, so the twin's shard is rebuilt without them: the
+        other twins' records (embeddings included) are copied into a fresh collection, which replaces the shard.
+        That needs the shard to itself, which one process has (Chroma's local mode supports no other). A Chroma
+        server is shared by every API worker writing to the shard, and twinchat cannot reach its files: there
+        the records are deleted in place, in one call, and no other client's write can be lost.
         """
         name = shard_name(shard_of(twin_id, self.shards), self.shards)
+        if self._local_directory() is None:
+            shard = self._shard_at(shard_of(twin_id, self.shards), create=False)
+            if shard is not None:
+                shard._collection.delete(where={"twin_id": twin_id})
+            return
         with _WRITES:
             self._forget(name)
             finish_rebuild(self.client, name)
@@ -649,12 +715,6 @@ def finish_rebuild(client: Any, name: str) -> None:
         except Exception as exc2:
             if not _not_found(exc2):
                 raise
-
-
-def _not_found(exc: Exception) -> bool:
-    # chromadb raises NotFoundError (1.x) or ValueError (older) for a missing collection
-    text = str(exc).lower()
-    return "not exist" in text or "not found" in text
 
 
 def _sorted_events(found: dict[str, Any]) -> list[Event]:
