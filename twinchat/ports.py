@@ -147,10 +147,12 @@ class TwinRegistry(ABC):
         """:meth:`get` for several twins at once (a registry may answer in fewer queries)."""
         return {t: self.get(t) for t in twin_ids}
 
-    def n_events(self, twin_id: str) -> int | None:
-        """The twin's event count as last set, None for no such twin (a registry may answer more cheaply)."""
+    def events_version(self, twin_id: str) -> tuple[datetime, int] | None:
+        """What changes whenever the twin's events do, in any process: when the twin was created (an erased twin
+        that comes back is another) and its event count as last set. None for no such twin (a registry may
+        answer more cheaply than :meth:`get`)."""
         twin = self.get(twin_id)
-        return None if twin is None else twin.n_events
+        return None if twin is None else (twin.created_at, twin.n_events)
 
     @abstractmethod
     def list_twins(self, *, panel: str | None = None) -> list[Twin]: ...

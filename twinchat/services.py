@@ -1268,17 +1268,18 @@ class TwinService:
         """The twin's evidence for a question, best first, each with the components of its score.
 
         Dense candidates come from the store, lexical ones from a BM25 index of the twin's events, kept per
-        twin and rebuilt when its event count changes. ``memory.score`` stays the cosine similarity.
+        twin and rebuilt when its events change. ``memory.score`` stays the cosine similarity.
         """
-        n_events = self.registry.n_events(twin_id)
-        if n_events is None:
+        version = self.registry.events_version(twin_id)
+        if version is None:
             raise TwinNotFound(twin_id)
         invalid = set(self.registry.memory_statuses(twin_id))
         # The registry's count is written after every store write (ingest, forget), so it moves whenever the
-        # twin's events do, in this process or another worker's, without asking the store.
+        # twin's events do, in this process or another worker's, without asking the store; a twin erased and
+        # ingested again has another creation time.
         index = self._lexical_indexes.get(
             twin_id,
-            version=(n_events, len(invalid)),
+            version=(*version, len(invalid)),
             load=lambda: [e for e in self.store.events(twin_id) if e.event_id not in invalid],
         )
 

@@ -1,6 +1,7 @@
-"""Two API workers ingesting for the same twin at once: one writes a count (or profile) it derived before the
-other stored, after the other wrote its own. The later writer counts again and heals it (fakes; the real
-thing: tests/integration/test_multiworker.py)."""
+"""Two API workers on the same twin: one ingesting writes a count (or profile) it derived before the other
+stored, after the other wrote its own, and the later writer counts again and heals it; one erases a twin the
+other has indexed, and the other never answers from the erased history (fakes; the real thing:
+tests/integration/test_multiworker.py)."""
 
 from __future__ import annotations
 
@@ -45,3 +46,22 @@ def test_a_worker_writing_what_it_derived_before_another_stored_is_corrected(
     ingest(a, [event(1)])
     assert overtaken
     assert_stored_once(a, [event(0), event(1), event(2)], audit_actor=None)
+
+
+def test_a_worker_never_answers_from_a_twin_another_worker_erased(tmp_path: Path) -> None:
+    # Worker a indexed ann's words for lexical retrieval. Worker b erases ann; she comes back with as many
+    # events as before. Nothing a retrieves in a may come from her erased history.
+    a = fake_service(tmp_path)
+    b = fake_service(tmp_path)
+    b.store = a.store
+    ingest(a, [event(0), event(1)])
+    assert {m.memory.event.text for m in a.retrieve("ann", "teapot number 1")} >= {"Bought teapot number 1"}
+    b.erase("ann")
+    fresh = [
+        {"customer_id": "ann", "text": f"Ordered garden gloves, pair {n}", "source": "purchase"}
+        for n in (0, 1)
+    ]
+    ingest(b, fresh)
+    assert a.registry.events_version("ann")[1] == 2  # type: ignore[index]  # the count alone cannot tell
+    found = a.retrieve("ann", "teapot number 1")
+    assert {m.memory.event.text for m in found} <= {r["text"] for r in fresh}, found

@@ -191,11 +191,13 @@ class SqlTwinRegistry(TwinRegistry):
         twins = self._select(self.twins.c.twin_id == twin_id)
         return twins[0] if twins else None
 
-    def n_events(self, twin_id: str) -> int | None:
-        # One column of one row: the twin's panels, read by get, are not wanted on every retrieve.
-        query = self.sa.select(self.twins.c.n_events).where(self.twins.c.twin_id == twin_id)
+    def events_version(self, twin_id: str) -> tuple[datetime, int] | None:
+        # Two columns of one row: the twin's panels, read by get, are not wanted on every retrieve.
+        twins = self.twins
+        query = self.sa.select(twins.c.created_at, twins.c.n_events).where(twins.c.twin_id == twin_id)
         with self.engine.connect() as conn:
-            return conn.execute(query).scalar_one_or_none()
+            row = conn.execute(query).one_or_none()
+        return None if row is None else (row[0], row[1])
 
     def get_many(self, twin_ids: Sequence[str]) -> dict[str, Twin | None]:
         found: dict[str, Twin | None] = dict.fromkeys(twin_ids)
