@@ -1,5 +1,6 @@
 """`twinchat ingest` killed with SIGKILL part-way, several times, then run to the end: every event is stored
-once and everything derived from the events agrees with the store (real CLI, embedder and embedded Chroma)."""
+once and everything derived from the events agrees with the store (real CLI and embedder; an embedded Chroma,
+and a `chroma run` server)."""
 
 from __future__ import annotations
 
@@ -26,10 +27,12 @@ EVENTS = 2000
 BATCH = 100  # small batches: many writes, so the kills land between different pairs of them
 
 
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
+@pytest.fixture(params=["embedded", "server"])
+def env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
+    store = request.getfixturevalue("chroma_server") if request.param == "server" else ""
     return {
         **os.environ,
+        **({"TWINCHAT_STORE": store} if store else {}),
         "TWINCHAT_HOME": str(tmp_path / "home"),
         "TWINCHAT_BATCH_SIZE": str(BATCH),
         "TWINCHAT_NETGUARD_LOG": str(tmp_path / "netguard.log"),
@@ -145,5 +148,6 @@ def test_ingest_killed_part_way_then_run_again_stores_every_event_once(
 
     rows = [r.record for r in read_records(events_csv) if isinstance(r, RawRecord)]
     assert len(rows) == EVENTS
-    service = TwinService.from_settings(Settings(home=Path(env["TWINCHAT_HOME"])), embedder=HashEmbedder(384))
+    settings = Settings(home=Path(env["TWINCHAT_HOME"]), store=env.get("TWINCHAT_STORE", ""))
+    service = TwinService.from_settings(settings, embedder=HashEmbedder(384))
     assert_stored_once(service, rows)
