@@ -149,6 +149,23 @@ def test_the_store_behaves_the_same_in_every_mode(make_store: MakeStore) -> None
     assert store.events("C-300")[0].text == events["C-300"][1].text
 
 
+def test_reading_creates_no_collection(make_store: MakeStore, client: Any) -> None:
+    # An import's first duplicate check, a search for an unknown twin: no collection is made before a write
+    # (making a shard costs about 30 ms, on the path of an import's first encoding).
+    store = make_store()
+    before = client.count_collections()
+    assert (
+        store.count("C-100") == 0 and store.events("C-100") == [] and store.search("C-100", "tea", k=3) == []
+    )
+    assert store.stored_texts("C-100", ["e1"]) == {} and store.stored_texts_many({"C-100": ["e1"]}) == {
+        "C-100": {}
+    }
+    store.delete_events("C-100", ["e1"])
+    assert client.count_collections() == before
+    store.add("C-100", [Event("C-100", "Bought a teapot", "e1")])
+    assert client.count_collections() == before + 1 and store.count("C-100") == 1
+
+
 def test_a_twin_searched_exactly_or_through_chromas_index_gets_the_same_evidence(
     make_store: MakeStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -472,11 +472,13 @@ class ShardedChromaMemoryStore(_ChromaStore):
         check_layout(client, self.layout, shards)
         self.shards = shards
 
-    def _shard(self, twin_id: str) -> Any:
-        return self._shard_at(shard_of(twin_id, self.shards))
+    def _shard(self, twin_id: str) -> Any | None:
+        """The twin's shard to read; None if it does not exist yet (a read creates no collection)."""
+        return self._shard_at(shard_of(twin_id, self.shards), create=False)
 
-    def _shard_at(self, index: int, *, create: bool = True) -> Any | None:
-        """Shard ``index`` (a rebuild stopped midway finished first); None if it does not exist and not ``create``."""
+    def _shard_at(self, index: int, *, create: bool = True) -> Any:
+        """Shard ``index`` (a rebuild stopped midway finished first); None if it does not exist and not ``create``
+        (a chromadb collection through LangChain's Chroma, or None: typed Any for the callers that create it)."""
         name = shard_name(index, self.shards)
         if name not in self._stores:
             finish_rebuild(self.client, name)
@@ -501,7 +503,7 @@ class ShardedChromaMemoryStore(_ChromaStore):
         self.embeddings.embed_documents([e.text for events in events_by_twin.values() for e in events])
         for twins in self._by_shard(t for t, events in events_by_twin.items() if events):
             pairs = [(t, e) for t in twins for e in events_by_twin[t]]
-            store = self._shard(twins[0])
+            store = self._shard_at(shard_of(twins[0], self.shards))
             for start in range(0, len(pairs), ADD_BATCH):
                 part = pairs[start : start + ADD_BATCH]
                 with _WRITES:
@@ -513,9 +515,10 @@ class ShardedChromaMemoryStore(_ChromaStore):
 
     @_reopening
     def stored_texts(self, twin_id: str, event_ids: Sequence[str]) -> dict[str, str]:
-        if not event_ids:
+        shard = self._shard(twin_id)
+        if shard is None or not event_ids:
             return {}
-        found = self._shard(twin_id).get(
+        found = shard.get(
             ids=[record_id(twin_id, e) for e in _unique(event_ids)],
             where={"twin_id": twin_id},
             include=["documents", "metadatas"],
@@ -527,11 +530,12 @@ class ShardedChromaMemoryStore(_ChromaStore):
         # One get per shard for a whole batch, rather than one per twin.
         found: dict[str, dict[str, str]] = {t: {} for t in event_ids_by_twin}
         for twins in self._by_shard(event_ids_by_twin):
+            shard = self._shard(twins[0])
+            if shard is None:
+                continue
             ids = [record_id(t, e) for t in twins for e in _unique(event_ids_by_twin[t])]
             for start in range(0, len(ids), ADD_BATCH):
-                got = self._shard(twins[0]).get(
-                    ids=ids[start : start + ADD_BATCH], include=["documents", "metadatas"]
-                )
+                got = shard.get(ids=ids[start : start + ADD_BATCH], include=["documents", "metadatas"])
                 for document, meta in zip(got["documents"], got["metadatas"], strict=True):
                     found[meta["twin_id"]][meta["event_id"]] = document
         return found
@@ -542,10 +546,13 @@ class ShardedChromaMemoryStore(_ChromaStore):
         # names (record_id): no metadata is read.
         counted = dict.fromkeys(twin_ids, 0)
         for twins in self._by_shard(twin_ids):
+            shard = self._shard(twins[0])
+            if shard is None:
+                continue
             for start in range(0, len(twins), ADD_BATCH):
                 part = twins[start : start + ADD_BATCH]
                 by_prefix = {record_prefix(t): t for t in part}
-                got = self._shard(part[0]).get(where={"twin_id": {"$in": part}}, include=[])
+                got = shard.get(where={"twin_id": {"$in": part}}, include=[])
                 for found in got["ids"]:
                     counted[by_prefix[found.partition(":")[0]]] += 1
         return counted
@@ -559,9 +566,9 @@ class ShardedChromaMemoryStore(_ChromaStore):
 
     @_reopening
     def search(self, twin_id: str, query: str, *, k: int) -> list[Memory]:
-        if k <= 0:
-            return []
         shard = self._shard(twin_id)
+        if shard is None or k <= 0:
+            return []
 
         def fetch() -> dict[str, Any]:
             found = shard.get(
@@ -588,19 +595,24 @@ class ShardedChromaMemoryStore(_ChromaStore):
 
     @_reopening
     def events(self, twin_id: str) -> list[Event]:
-        found = self._shard(twin_id).get(where={"twin_id": twin_id}, include=["documents", "metadatas"])
+        shard = self._shard(twin_id)
+        if shard is None:
+            return []
+        found = shard.get(where={"twin_id": twin_id}, include=["documents", "metadatas"])
         found["ids"] = [m["event_id"] for m in found["metadatas"]]
         return _sorted_events(found)
 
     @_reopening
     def count(self, twin_id: str) -> int:
-        return len(self._shard(twin_id).get(where={"twin_id": twin_id}, include=[])["ids"])
+        shard = self._shard(twin_id)
+        return 0 if shard is None else len(shard.get(where={"twin_id": twin_id}, include=[])["ids"])
 
     @_reopening
     def delete_events(self, twin_id: str, event_ids: Sequence[str]) -> None:
-        if event_ids:
+        shard = self._shard(twin_id)
+        if shard is not None and event_ids:
             with _WRITES:
-                self._shard(twin_id).delete(ids=[record_id(twin_id, e) for e in event_ids])
+                shard.delete(ids=[record_id(twin_id, e) for e in event_ids])
 
     @_reopening
     def delete_twin(self, twin_id: str) -> None:
@@ -614,7 +626,7 @@ class ShardedChromaMemoryStore(_ChromaStore):
         """
         name = shard_name(shard_of(twin_id, self.shards), self.shards)
         if self._local_directory() is None:
-            shard = self._shard_at(shard_of(twin_id, self.shards), create=False)
+            shard = self._shard(twin_id)
             if shard is not None:
                 shard._collection.delete(where={"twin_id": twin_id})
             return
