@@ -280,6 +280,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--json", action="store_true", help="print the report as JSON")
     s.set_defaults(run=_store_migrate)
+    s = store.add_parser(
+        "compact",
+        help="rebuild every collection without what Chroma only marked deleted (forgotten memories, erased "
+        "twins on a server), then scrub an embedded store's folder; stop the API first",
+    )
+    s.add_argument("--json", action="store_true", help="print the report as JSON")
+    s.set_defaults(run=_store_compact)
+    s = store.add_parser(
+        "scrub",
+        help="remove from a Chroma server's folder the bytes deleted collections and records leave behind "
+        "(on the server's machine, with the server stopped)",
+    )
+    s.add_argument(
+        "--path", required=True, type=Path, help="the folder the server runs on (chroma run --path)"
+    )
+    s.set_defaults(run=_store_scrub)
 
     p = sub.add_parser("serve", help="serve the HTTP API")
     p.add_argument("--host", default="127.0.0.1")
@@ -1051,6 +1067,46 @@ def _store_migrate(args: argparse.Namespace) -> int:
         print("TWINCHAT_STORE_LAYOUT=auto (the default) opens the store as it now is: nothing to set")
     else:
         print(f"from now on set {env}")
+    return 0
+
+
+def _store_compact(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from twinchat.adapters.chroma_migrate import compact, store_info
+    from twinchat.factory import make_store_client
+
+    settings = _settings()
+    client = make_store_client(settings)
+    with tqdm(
+        total=store_info(client).collections, unit="collection", disable=args.json, file=sys.stderr
+    ) as bar:
+        report = compact(client, progress=lambda name, n: bar.update(1))
+    if args.json:
+        print(json.dumps({"store": settings.store_spec, **report.to_dict()}, indent=2))
+        return 0
+    print(f"rebuilt {report.collections} collections ({report.records} records, embeddings copied)")
+    if report.scrubbed:
+        print(f"scrubbed {report.scrubbed}: no deleted record's bytes are left in it")
+    else:
+        print(
+            "the Chroma server keeps the old collections' files: on its machine, with it stopped, run "
+            "`twinchat store scrub --path <the folder of chroma run --path>`"
+        )
+    return 0
+
+
+def _store_scrub(args: argparse.Namespace) -> int:
+    from twinchat.adapters.chroma_store import scrub
+
+    database = args.path / "chroma.sqlite3"
+    if not database.is_file():
+        print(
+            f"twinchat: error: {args.path} is not a Chroma folder (no chroma.sqlite3 in it)", file=sys.stderr
+        )
+        return 2
+    scrub(args.path)
+    print(f"scrubbed {args.path}: no deleted collection's or record's bytes are left in it")
     return 0
 
 

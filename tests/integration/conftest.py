@@ -91,6 +91,18 @@ def real_service(tmp_path: Path, embedder: Embedder) -> TwinService:
     return TwinService.from_settings(Settings(home=tmp_path / "home"), embedder=embedder)
 
 
+def run_cli(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``twinchat ARGS`` as a user runs it, in a process of its own with ``env``; its output captured."""
+    return subprocess.run(
+        [PYTHON, "-m", "twinchat.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -1,16 +1,20 @@
 """Erasing a twin leaves no trace of the customer in any file under TWINCHAT_HOME: Chroma's SQLite file (free
 pages and full-text index included), Chroma's vector segment folders, and the registry's SQLite file; in both
-store layouts (the sharded one rebuilds the twin's shard without it)."""
+store layouts (the sharded one rebuilds the twin's shard without it). `twinchat store compact` and `store
+scrub` remove what a forgotten memory, or an erasure over a Chroma server, leaves in the index files."""
 
 from __future__ import annotations
 
+import os
 import struct
 import uuid
 from pathlib import Path
 
 import pytest
 
+from tests.integration.conftest import run_cli, running_chroma
 from twinchat import factory
+from twinchat.adapters.chroma_migrate import compact
 from twinchat.adapters.chroma_store import ChromaMemoryStore, ShardedChromaMemoryStore, make_client
 from twinchat.adapters.embedders import CachedEmbeddings
 from twinchat.adapters.sql_registry import SqlTwinRegistry
@@ -171,3 +175,79 @@ def test_registry_vacuum_drops_deleted_rows_from_the_sqlite_file(tmp_path: Path)
     registry.erase_twin(marker, tombstone="erased-1")
     registry.vacuum()
     assert marker.encode() not in (tmp_path / "meta.db").read_bytes()
+
+
+def test_compacting_an_embedded_store_removes_forgotten_memories_vectors(tmp_path: Path) -> None:
+    # Forgetting a memory deletes its record, but Chroma only marks its vector deleted in the index file.
+    embedder = HashEmbedder()
+    client = make_client(f"chroma:{tmp_path}")
+    store = ShardedChromaMemoryStore(client, CachedEmbeddings(embedder), shards=1)
+    token = uuid.uuid4().hex
+    twin, other = f"ann-{token}", f"bob-{token}"
+    # The two to forget have words of their own: the hash embedder's vectors of texts that differ in one word
+    # can be equal.
+    secret = {i: f"asked about the parcel {uuid.uuid4().hex} {uuid.uuid4().hex}" for i in (0, 1099)}
+    texts = [secret.get(i, f"bought mug {i} {token}") for i in range(1100)]
+    store.add(twin, [Event(twin, text, f"ev-{i}") for i, text in enumerate(texts)])
+    store.add(other, [Event(other, f"bought a rake {i}", f"ev-{i}") for i in range(3)])
+    forgotten = {f"vector {i}": struct.pack("<256f", *embedder.embed(text)) for i, text in secret.items()}
+    store.delete_events(twin, ["ev-0", "ev-1099"])
+    assert all(files_holding(tmp_path, forgotten).values()), "the forgotten vectors were already gone"
+
+    report = compact(client)
+
+    assert (report.collections, report.records, report.scrubbed) == (1, 1101, str(tmp_path))
+    assert files_holding(tmp_path, forgotten) == {name: [] for name in forgotten}
+    reopened = ShardedChromaMemoryStore(
+        make_client(f"chroma:{tmp_path}"), CachedEmbeddings(embedder), shards=1
+    )
+    assert (reopened.count(twin), reopened.count(other)) == (1098, 3)
+    assert [m.event.event_id for m in reopened.search(twin, f"bought mug 5 {token}", k=1)] == ["ev-5"]
+
+
+@pytest.mark.slow
+def test_a_twin_erased_over_a_chroma_server_leaves_its_files_after_compact_and_scrub(tmp_path: Path) -> None:
+    # On a server the erasure deletes in place (other workers write to the shard); `twinchat store compact`
+    # rebuilds the shards, and `twinchat store scrub` on the server's folder, the server stopped, removes
+    # the old files. Real commands, a real `chroma run`.
+    embedder = HashEmbedder()
+    folder = tmp_path / "chroma-server"
+    token = uuid.uuid4().hex
+    gone, kept = f"gone-{token}", f"kept-{token}"
+    vectors = {
+        f"vector {i}": struct.pack("<256f", *embedder.embed(f"bought mug {i} {gone}")) for i in (0, 1099)
+    }
+    env = {**os.environ, "TWINCHAT_HOME": str(tmp_path / "home"), "TWINCHAT_STORE_SHARDS": "1"}
+    with running_chroma(folder) as port:
+        env["TWINCHAT_STORE"] = f"chroma+http://127.0.0.1:{port}"
+        settings = Settings(home=tmp_path / "home", store=env["TWINCHAT_STORE"], store_shards=1)
+        store = factory.make_store(settings, embedder)
+        for twin, n in ((gone, 1100), (kept, 3)):
+            store.add(twin, [Event(twin, f"bought mug {i} {twin}", f"ev-{i}") for i in range(n)])
+        store.delete_twin(gone)
+        assert store.count(gone) == 0 and store.count(kept) == 3
+        assert all(files_holding(folder, vectors).values()), (
+            "the erased vectors were not in the server's files"
+        )
+
+        compacted = run_cli(env, "store", "compact")
+        assert compacted.returncode == 0, compacted.stderr
+        assert "rebuilt 1 collections (3 records" in compacted.stdout
+        assert "twinchat store scrub --path" in compacted.stdout
+        assert all(files_holding(folder, vectors).values()), "the server removed its old files itself"
+    not_chroma = run_cli(env, "store", "scrub", "--path", str(tmp_path / "home"))
+    assert not_chroma.returncode == 2 and "not a Chroma folder" in not_chroma.stderr
+    scrubbed = run_cli(env, "store", "scrub", "--path", str(folder))
+    assert scrubbed.returncode == 0, scrubbed.stderr
+
+    assert files_holding(folder, {"gone": gone.encode(), **vectors}) == {
+        "gone": [],
+        **{n: [] for n in vectors},
+    }
+    with running_chroma(
+        folder
+    ) as port:  # the server starts again on its scrubbed folder, the kept twin whole
+        settings = Settings(home=tmp_path / "home", store=f"chroma+http://127.0.0.1:{port}", store_shards=1)
+        store = factory.make_store(settings, embedder)
+        assert store.count(kept) == 3 and store.count(gone) == 0
+        assert [m.event.customer_id for m in store.search(kept, "bought mug", k=5)] == [kept] * 3

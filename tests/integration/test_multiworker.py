@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.conftest import PYTHON, ROOT, free_port, running_chroma, stop, wait_http
+from tests.integration.conftest import PYTHON, ROOT, free_port, run_cli, running_chroma, stop, wait_http
 from tests.support.consistency import assert_stored_once
 from tests.support.together import all_at_once
 from twinchat.adapters.chroma_store import read_layout, shard_of
@@ -45,14 +45,8 @@ def env(tmp_path: Path) -> dict[str, str]:
     }
 
 
-def twinchat(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PYTHON, "-m", "twinchat.cli", *args], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT
-    )
-
-
 def test_several_workers_are_refused_over_an_embedded_store(env: dict[str, str]) -> None:
-    refused = twinchat(env, "serve", "--workers", "2", "--port", str(free_port()))
+    refused = run_cli(env, "serve", "--workers", "2", "--port", str(free_port()))
     assert refused.returncode == 2
     assert "embedded Chroma" in refused.stderr and "chroma+http://" in refused.stderr
 
@@ -95,7 +89,7 @@ def test_two_workers_over_a_chroma_server_lose_no_write(
     env: dict[str, str], chroma_server: str, tmp_path: Path
 ) -> None:
     env = {**env, "TWINCHAT_STORE": chroma_server}
-    created = twinchat(env, "keys", "create", "--role", "admin", "--json")
+    created = run_cli(env, "keys", "create", "--role", "admin", "--json")
     assert created.returncode == 0, created.stderr
     key = json.loads(created.stdout)
     headers = {"Authorization": f"Bearer {key['key']}"}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -14,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import HISTORY, PYTHON, ROOT, running_chroma
+from tests.integration.conftest import HISTORY, run_cli, running_chroma
 from twinchat.adapters import chroma_store
 from twinchat.adapters.chroma_migrate import migrate, store_info
 from twinchat.adapters.chroma_store import (
@@ -249,14 +248,8 @@ def test_vectors_read_after_chroma_reloads_an_index_include_records_it_had_not_p
 # --- twinchat store migrate, end to end ------------------------------------------------------------------------
 
 
-def twinchat(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PYTHON, "-m", "twinchat.cli", *args], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT
-    )
-
-
 def answer(env: dict[str, str], twin: str, question: str) -> tuple[str, list[str]]:
-    asked = twinchat(env, "ask", twin, question, "--json")
+    asked = run_cli(env, "ask", twin, question, "--json")
     assert asked.returncode == 0, asked.stderr
     found = json.loads(asked.stdout)
     return found["twin_id"], sorted(c["event_id"] for c in found["citations"])
@@ -273,11 +266,11 @@ def test_a_store_migrated_to_sharded_answers_the_same_even_after_an_interrupted_
         writer.writeheader()
         writer.writerows(HISTORY)
     env = {**os.environ, "TWINCHAT_HOME": str(tmp_path / "home"), "TWINCHAT_STORE_LAYOUT": "per-twin"}
-    ingested = twinchat(env, "ingest", str(data))
+    ingested = run_cli(env, "ingest", str(data))
     assert ingested.returncode == 0, ingested.stderr
     question = ("C-100", "Was the cake stand you bought damaged?")
     before = answer(env, *question)
-    shown = twinchat(env, "show", "C-100", "--json")
+    shown = run_cli(env, "show", "C-100", "--json")
     assert before[1] and shown.returncode == 0
 
     # Interrupted after its first collection: nothing of the old layout is touched, the marker unchanged.
@@ -291,17 +284,17 @@ def test_a_store_migrated_to_sharded_answers_the_same_even_after_an_interrupted_
     assert read_layout(client) == ("per-twin", 0)
     assert store_info(client).twins == 3 and len(store_info(client).leftovers) >= 1
     sharded = {**env, "TWINCHAT_STORE_LAYOUT": "sharded", "TWINCHAT_STORE_SHARDS": "2"}
-    refused = twinchat(sharded, "ask", *question)
+    refused = run_cli(sharded, "ask", *question)
     assert refused.returncode == 1 and "twinchat store migrate --to sharded --shards 2" in refused.stderr
     del client  # the migration below runs in its own process, as a user would run it
 
-    moved = twinchat(env, "store", "migrate", "--to", "sharded", "--shards", "2")
+    moved = run_cli(env, "store", "migrate", "--to", "sharded", "--shards", "2")
     assert moved.returncode == 0, moved.stderr
     assert "moved 3 twins and 7 events from per-twin to sharded (2 shards)" in moved.stdout
     assert "removed 3 collections" in moved.stdout
     assert "TWINCHAT_STORE_LAYOUT=sharded TWINCHAT_STORE_SHARDS=2" in moved.stdout
 
-    info = json.loads(twinchat(sharded, "store", "info", "--json").stdout)
+    info = json.loads(run_cli(sharded, "store", "info", "--json").stdout)
     assert {k: info[k] for k in ("layout", "shards", "collections", "twins", "events", "leftovers")} == {
         "layout": "sharded",
         "shards": 2,
@@ -311,13 +304,13 @@ def test_a_store_migrated_to_sharded_answers_the_same_even_after_an_interrupted_
         "leftovers": [],
     }
     assert answer(sharded, *question) == before
-    assert json.loads(twinchat(sharded, "show", "C-100", "--json").stdout) == json.loads(shown.stdout)
-    old = twinchat(env, "ask", *question)
+    assert json.loads(run_cli(sharded, "show", "C-100", "--json").stdout) == json.loads(shown.stdout)
+    old = run_cli(env, "ask", *question)
     assert old.returncode == 1 and "TWINCHAT_STORE_LAYOUT=sharded" in old.stderr
 
-    again = twinchat(sharded, "store", "migrate", "--to", "sharded", "--shards", "2")
+    again = run_cli(sharded, "store", "migrate", "--to", "sharded", "--shards", "2")
     assert again.returncode == 0 and "already sharded (2 shards): 3 twins, 7 events" in again.stdout
 
-    back = twinchat(sharded, "store", "migrate", "--to", "per-twin")
+    back = run_cli(sharded, "store", "migrate", "--to", "per-twin")
     assert back.returncode == 0 and "from sharded (2 shards) to per-twin" in back.stdout
     assert answer(env, *question) == before

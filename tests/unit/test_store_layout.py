@@ -15,6 +15,7 @@ from twinchat.adapters.chroma_store import (
     ChromaMemoryStore,
     ShardedChromaMemoryStore,
     StoreLayoutError,
+    copy_records,
     make_client,
     read_layout,
     record_id,
@@ -198,8 +199,6 @@ def test_migrating_copies_embeddings_and_finishes_after_an_interruption(tmp_path
 
 
 def test_an_erasure_stopped_between_its_delete_and_its_swap_is_finished_on_next_use(tmp_path: Path) -> None:
-    from twinchat.adapters.chroma_store import copy_records
-
     client = make_client(f"chroma:{tmp_path}")
     store = ShardedChromaMemoryStore(client, embeddings(), shards=1)
     store.add_many({t: [Event(t, f"bought a mug for {t}", "e1")] for t in ("gone", "kept")})
@@ -214,6 +213,35 @@ def test_an_erasure_stopped_between_its_delete_and_its_swap_is_finished_on_next_
     reopened = ShardedChromaMemoryStore(client, embeddings(), shards=1)
     assert (reopened.count("kept"), reopened.count("gone")) == (1, 0)
     assert {c.name for c in client.list_collections()} == {"twinchat-store-layout", "shard-0000-of-0001"}
+
+
+def test_a_compaction_stopped_midway_leaves_every_twin_whole_and_runs_again(tmp_path: Path) -> None:
+    from twinchat.adapters.chroma_migrate import compact
+    from twinchat.adapters.chroma_store import collection_name
+
+    client = make_client(f"chroma:{tmp_path}")
+    store = ChromaMemoryStore(client, embeddings())
+    store.add_many(
+        {t: [Event(t, f"bought mug {j} for {t}", f"e{j}") for j in range(3)] for t in ("ann", "bob")}
+    )
+    store.delete_events("ann", ["e0"])
+    # What rebuild does for ann's collection, stopped after deleting it, before renaming its copy.
+    name = collection_name("ann")
+    old = client.get_collection(name)
+    copy = client.create_collection(name + "-rebuild", metadata=old.metadata, embedding_function=None)
+    copy_records(old, copy)
+    client.delete_collection(name)
+
+    reopened = ChromaMemoryStore(client, embeddings())  # a new process: the stopped swap is finished
+    assert [e.event_id for e in reopened.events("ann")] == ["e1", "e2"] and reopened.count("bob") == 3
+    report = compact(client)
+    assert (report.layout, report.collections, report.records) == ("per-twin", 2, 5)
+    assert {c.name for c in client.list_collections()} == {
+        name,
+        collection_name("bob"),
+        "twinchat-store-layout",
+    }
+    assert [m.event.event_id for m in ChromaMemoryStore(client, embeddings()).search("ann", "mug", k=1)]
 
 
 def test_warming_a_sharded_store_opens_the_shards_there_are_and_creates_none(tmp_path: Path) -> None:

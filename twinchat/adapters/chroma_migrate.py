@@ -1,4 +1,5 @@
-"""Moving a Chroma store between its layouts (``twinchat store migrate``) and describing it (``store info``).
+"""Moving a Chroma store between its layouts (``twinchat store migrate``), describing it (``store info``), and
+compacting it (``store compact``).
 
 A migration copies records as they are stored, embeddings included, so nothing is encoded again. It can be
 stopped at any point and run again: records are written by id (a second copy of one replaces the first), the
@@ -25,6 +26,7 @@ from twinchat.adapters.chroma_store import (
     finish_rebuild,
     read_layout,
     read_vectors,
+    rebuild,
     record_id,
     scrub,
     shard_name,
@@ -60,6 +62,45 @@ class MigrationReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class CompactReport:
+    layout: str
+    collections: int = 0  # rebuilt
+    records: int = 0  # kept, with their embeddings
+    scrubbed: str | None = None  # the folder of an embedded store, scrubbed; None for a Chroma server
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def compact(client: Any, *, progress: Callable[[str, int], None] | None = None) -> CompactReport:
+    """Rebuild every collection of the store from its live records, then scrub an embedded store's folder.
+
+    Chroma and hnswlib only mark a deleted record: the vectors of forgotten memories (and, on a Chroma server,
+    of erased twins) stay in the index files until their collection is rebuilt. Each collection is copied,
+    embeddings included, into a fresh one that replaces it, as an embedded store's erasure does for one shard;
+    stopped midway, a store opens whole and the command is run again. Nothing else should write meanwhile: a
+    write to a collection between its copy and its swap would be lost. ``progress(collection, records)`` is
+    called after each collection.
+    """
+    layout, shards = recorded_layout(client)
+    for name in _names(client):
+        if name.endswith(REBUILD_SUFFIX):  # a rebuild stopped midway: its collection must be whole first
+            finish_rebuild(client, name.removesuffix(REBUILD_SUFFIX))
+    report = CompactReport(layout)
+    for name in [n for n in _names(client) if _belongs(n, layout, shards) and not n.endswith(REBUILD_SUFFIX)]:
+        kept = rebuild(client, name)
+        report.collections += 1
+        report.records += kept
+        if progress is not None:
+            progress(name, kept)
+    settings = client.get_settings()
+    if settings.is_persistent:
+        scrub(Path(settings.persist_directory))
+        report.scrubbed = str(settings.persist_directory)
+    return report
 
 
 def recorded_layout(client: Any) -> tuple[str, int]:

@@ -371,7 +371,10 @@ class ChromaMemoryStore(_ChromaStore):
         check_layout(client, self.layout, 0)
 
     def _store(self, twin_id: str, *, create: bool = True) -> Any | None:
-        return self._open(collection_name(twin_id), {"twin_id": twin_id}, create=create)
+        name = collection_name(twin_id)
+        if name not in self._stores:
+            finish_rebuild(self.client, name)  # `twinchat store compact` stopped midway
+        return self._open(name, {"twin_id": twin_id}, create=create)
 
     def add(self, twin_id: str, events: Sequence[Event]) -> None:
         self.add_many({twin_id: list(events)})
@@ -677,17 +680,25 @@ def record_prefix(twin_id: str) -> str:
 
 def rebuild_without(client: Any, name: str, twin_id: str) -> None:
     """Replace collection ``name`` by a copy holding every record but the twin's."""
+    rebuild(client, name, where={"twin_id": {"$ne": twin_id}})
+
+
+def rebuild(client: Any, name: str, *, where: dict[str, Any] | None = None) -> int:
+    """Replace collection ``name`` by a fresh copy of its records (those ``where`` selects), leaving behind what
+    Chroma and hnswlib only marked deleted; how many records the copy holds. Stopped midway, it is finished by
+    :func:`finish_rebuild` or started again."""
     old = client.get_collection(name)
     temp = name + REBUILD_SUFFIX
     with contextlib.suppress(Exception):
         client.delete_collection(temp)  # a rebuild stopped before its swap: start it again
     # No embedding function: records come with their vectors (chromadb's default would be its own model).
     new = client.create_collection(temp, metadata=old.metadata, embedding_function=None)
-    kept = copy_records(old, new, where={"twin_id": {"$ne": twin_id}})
+    kept = copy_records(old, new, where=where)
     if new.count() != kept:
         raise RuntimeError(f"rebuilding {name}: copied {kept} records but {new.count()} arrived")
     client.delete_collection(name)
     new.modify(name=name)
+    return kept
 
 
 def copy_records(source: Any, target: Any, *, where: dict[str, Any] | None = None) -> int:
