@@ -82,3 +82,17 @@ def test_a_model_the_export_would_change_falls_back_to_pytorch(tmp_path: Path) -
         < 1e-6
     )
     assert not list((tmp_path / "cache" / "onnx").glob("*.onnx")), "a refused export is not kept"
+
+
+def test_calls_from_many_threads_at_once_get_the_vectors_of_one_call(tmp_path: Path) -> None:
+    # One session serves every caller: an import's batches spread over the workers, and the API's queries
+    # encoded on other threads meanwhile.
+    from concurrent.futures import ThreadPoolExecutor
+
+    embedder = OnnxEmbedder(cache=tmp_path, workers=2)
+    alone = np.array(embedder.embed_batch(TEXTS))
+    with ThreadPoolExecutor(6) as pool:
+        batches = [pool.submit(embedder.embed_batch, TEXTS) for _ in range(3)]
+        queries = list(pool.map(lambda t: embedder.embed_batch([t]), TEXTS))
+        assert all(np.abs(np.array(b.result()) - alone).max() < 1e-6 for b in batches)
+    assert np.abs(np.array([q[0] for q in queries]) - alone).max() < 1e-5

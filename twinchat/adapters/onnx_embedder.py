@@ -9,6 +9,12 @@ tokenizer (``tokenizers``) and ``onnxruntime``, which releases the GIL while it 
 
 Measured on the 2-core machine (benchmarks/RESULTS.md): a one-sentence query in 3.1 ms against 10 ms with
 PyTorch, batches of 64 short texts 1.2x faster, largest difference in any vector component 1e-7.
+
+Each run of the graph uses one thread, and a call of several batches runs them on ``workers`` threads at once
+(one per usable CPU by default), rather than spreading each batch over ONNX Runtime's own thread pool. Alone,
+both encode at the same speed; beside other work (Chroma writing an import's batch on its own threads), a pool
+whose threads wait for one another at every operator loses more than the CPU taken from it, and independent
+batches do not (benchmarks/RESULTS.md, sixth pass).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import threading
 import uuid
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -53,15 +60,16 @@ class OnnxEmbedder(Embedder):
     """
 
     def __init__(
-        self, model: str = "all-MiniLM-L6-v2", *, cache: Path, batch_size: int = 64, threads: int = 0
+        self, model: str = "all-MiniLM-L6-v2", *, cache: Path, batch_size: int = 64, workers: int = 0
     ) -> None:
         self.name = model
         self.path = bundled_model_path(model) if model in BUNDLED_MODELS else Path(model)
         self.cache = cache
         self.batch_size = batch_size
-        self.threads = threads  # 0: onnxruntime's default, a thread per physical core
+        self.workers = workers or usable_cpus()  # batches of one call encoded at once, a thread each
         self._loaded: tuple[Any, Any] | None = None  # session, tokenizer
         self._fallback: SentenceTransformerEmbedder | None = None
+        self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
 
     def _load(self) -> tuple[Any, Any] | None:
@@ -76,9 +84,12 @@ class OnnxEmbedder(Embedder):
                     return None
                 ort = require("onnxruntime", "onnxruntime")
                 options = ort.SessionOptions()
-                options.intra_op_num_threads = self.threads
+                options.intra_op_num_threads = 1  # a run on its caller's thread; calls run side by side
+                options.inter_op_num_threads = 1
                 session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
                 self._loaded = (session, _tokenizer(self.path, meta["max_seq_length"]))
+                if self.workers > 1:
+                    self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="twinchat-onnx")
         return self._loaded
 
     def embed_batch(self, texts: Sequence[str]) -> list[list[float]]:
@@ -93,17 +104,29 @@ class OnnxEmbedder(Embedder):
         encodings = tokenizer.encode_batch(list(texts))
         # Longest first, in batches: each batch is padded to its own longest text, as sentence-transformers does.
         order = sorted(range(len(encodings)), key=lambda i: -len(encodings[i].ids))
-        embedded = np.concatenate(
-            [
-                session.run(None, _feed(np, [encodings[i] for i in order[start : start + self.batch_size]]))[
-                    0
-                ]
-                for start in range(0, len(order), self.batch_size)
-            ]
+
+        def run(start: int) -> Any:
+            return session.run(
+                None, _feed(np, [encodings[i] for i in order[start : start + self.batch_size]])
+            )[0]
+
+        starts = range(0, len(order), self.batch_size)
+        # ONNX Runtime releases the GIL while it runs: the batches of a long call use every worker.
+        parts = (
+            list(self._pool.map(run, starts)) if self._pool and len(starts) > 1 else [run(s) for s in starts]
         )
+        embedded = np.concatenate(parts)
         vectors = np.empty_like(embedded)
         vectors[order] = embedded  # back in the order asked
         return vectors.tolist()
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def _tokenizer(model: Path, window: int) -> Any:
