@@ -13,7 +13,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from twinchat.adapters.chroma_store import (
@@ -24,6 +23,7 @@ from twinchat.adapters.chroma_store import (
     REBUILD_SUFFIX,
     collection_name,
     finish_rebuild,
+    local_directory,
     read_layout,
     read_vectors,
     rebuild,
@@ -86,9 +86,7 @@ def compact(client: Any, *, progress: Callable[[str, int], None] | None = None) 
     called after each collection.
     """
     layout, shards = recorded_layout(client)
-    for name in _names(client):
-        if name.endswith(REBUILD_SUFFIX):  # a rebuild stopped midway: its collection must be whole first
-            finish_rebuild(client, name.removesuffix(REBUILD_SUFFIX))
+    _finish_rebuilds(client)
     report = CompactReport(layout)
     for name in [n for n in _names(client) if _belongs(n, layout, shards) and not n.endswith(REBUILD_SUFFIX)]:
         kept = rebuild(client, name)
@@ -96,10 +94,10 @@ def compact(client: Any, *, progress: Callable[[str, int], None] | None = None) 
         report.records += kept
         if progress is not None:
             progress(name, kept)
-    settings = client.get_settings()
-    if settings.is_persistent:
-        scrub(Path(settings.persist_directory))
-        report.scrubbed = str(settings.persist_directory)
+    directory = local_directory(client)
+    if directory is not None:
+        scrub(directory)
+        report.scrubbed = str(directory)
     return report
 
 
@@ -155,9 +153,9 @@ def migrate(
         if _is_ours(name) and not _belongs(name, *target):
             client.delete_collection(name)
             report.removed.append(name)
-    settings = client.get_settings()
-    if report.removed and settings.is_persistent:
-        scrub(Path(settings.persist_directory))
+    directory = local_directory(client)
+    if report.removed and directory is not None:
+        scrub(directory)
     if report.already:
         counts = _twin_counts(client, *target, [n for n in _names(client) if _belongs(n, *target)])
         report.twins, report.events = len(counts), sum(counts.values())
@@ -173,11 +171,7 @@ def _copy(
 ) -> dict[str, int]:
     """Copy every record of the source layout into the target one; each twin's count in the source."""
     counts: Counter[str] = Counter()
-    for name in _names(client):
-        if name.endswith(
-            REBUILD_SUFFIX
-        ):  # an erasure stopped midway: its shard must be whole before the copy
-            finish_rebuild(client, name.removesuffix(REBUILD_SUFFIX))
+    _finish_rebuilds(client)
     for name in [n for n in _names(client) if _belongs(n, *source) and not n.endswith(REBUILD_SUFFIX)]:
         collection = client.get_collection(name)
         twin = (collection.metadata or {}).get("twin_id") if source[0] == "per-twin" else None
@@ -260,6 +254,14 @@ def _pages(collection: Any) -> Iterator[tuple[list, list, list, list]]:
             return
         yield page["ids"], page["documents"], page["metadatas"], list(page["embeddings"])
         offset += len(page["ids"])
+
+
+def _finish_rebuilds(client: Any) -> None:
+    """Finish every rebuild (an erasure, a compaction) stopped between deleting a collection and renaming its
+    copy: each collection must be whole before it is copied."""
+    for name in _names(client):
+        if name.endswith(REBUILD_SUFFIX):
+            finish_rebuild(client, name.removesuffix(REBUILD_SUFFIX))
 
 
 def _twin_counts(client: Any, layout: str, shards: int, names: list[str]) -> dict[str, int]:

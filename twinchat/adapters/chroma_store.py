@@ -237,6 +237,12 @@ def _start_bounded(path: str, settings: Any, collections: int) -> None:
         SharedSystemClient._identifier_to_system[path] = system
 
 
+def local_directory(client: Any) -> Path | None:
+    """The folder of an embedded store on disk; None for a Chroma server or an in-memory store."""
+    settings = client.get_settings()
+    return Path(settings.persist_directory) if settings.is_persistent else None
+
+
 def _not_found(exc: Exception) -> bool:
     # chromadb raises NotFoundError (1.x) or ValueError (older) for a missing collection
     text = str(exc).lower()
@@ -284,6 +290,7 @@ class _ChromaStore(MemoryStore):
             if name in self._stores:
                 self._stores.move_to_end(name)
                 return self._stores[name]
+            finish_rebuild(self.client, name)  # a rebuild (erasure, `store compact`) stopped before its swap
             if not create and not self._exists(name):
                 return None
             langchain_chroma = require("langchain_chroma", "langchain-chroma")
@@ -350,13 +357,8 @@ class _ChromaStore(MemoryStore):
             for i in best
         ]
 
-    def _local_directory(self) -> Path | None:
-        """The folder of an embedded store on disk; None for a Chroma server or an in-memory store."""
-        settings = self.client.get_settings()
-        return Path(settings.persist_directory) if settings.is_persistent else None
-
     def _scrub_if_local(self) -> None:
-        directory = self._local_directory()
+        directory = local_directory(self.client)
         if directory is not None:
             scrub(directory)
 
@@ -371,10 +373,7 @@ class ChromaMemoryStore(_ChromaStore):
         check_layout(client, self.layout, 0)
 
     def _store(self, twin_id: str, *, create: bool = True) -> Any | None:
-        name = collection_name(twin_id)
-        if name not in self._stores:
-            finish_rebuild(self.client, name)  # `twinchat store compact` stopped midway
-        return self._open(name, {"twin_id": twin_id}, create=create)
+        return self._open(collection_name(twin_id), {"twin_id": twin_id}, create=create)
 
     def add(self, twin_id: str, events: Sequence[Event]) -> None:
         self.add_many({twin_id: list(events)})
@@ -480,12 +479,11 @@ class ShardedChromaMemoryStore(_ChromaStore):
         return self._shard_at(shard_of(twin_id, self.shards), create=False)
 
     def _shard_at(self, index: int, *, create: bool = True) -> Any:
-        """Shard ``index`` (a rebuild stopped midway finished first); None if it does not exist and not ``create``
-        (a chromadb collection through LangChain's Chroma, or None: typed Any for the callers that create it)."""
-        name = shard_name(index, self.shards)
-        if name not in self._stores:
-            finish_rebuild(self.client, name)
-        return self._open(name, {"shard": index, "shards": self.shards}, create=create)
+        """Shard ``index``; None if it does not exist and not ``create`` (a chromadb collection through LangChain's
+        Chroma, or None: typed Any for the callers that create it)."""
+        return self._open(
+            shard_name(index, self.shards), {"shard": index, "shards": self.shards}, create=create
+        )
 
     def add(self, twin_id: str, events: Sequence[Event]) -> None:
         self.add_many({twin_id: list(events)})
@@ -627,12 +625,12 @@ class ShardedChromaMemoryStore(_ChromaStore):
         server is shared by every API worker writing to the shard, and twinchat cannot reach its files: there
         the records are deleted in place, in one call, and no other client's write can be lost.
         """
-        name = shard_name(shard_of(twin_id, self.shards), self.shards)
-        if self._local_directory() is None:
+        if local_directory(self.client) is None:
             shard = self._shard(twin_id)
             if shard is not None:
                 shard._collection.delete(where={"twin_id": twin_id})
             return
+        name = shard_name(shard_of(twin_id, self.shards), self.shards)
         with _WRITES:
             self._forget(name)
             finish_rebuild(self.client, name)
