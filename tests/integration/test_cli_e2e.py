@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.conftest import PYTHON, ROOT, free_port, stop, wait_http
+from tests.integration.conftest import PYTHON, ROOT, free_port, run_cli, stop, wait_http
 
 pytestmark = pytest.mark.slow
 
@@ -24,12 +24,6 @@ def env(tmp_path: Path) -> dict[str, str]:
         "TWINCHAT_NETGUARD_LOG": str(log),
         "PYTHONPATH": str(ROOT / "tests" / "support" / "site"),
     }
-
-
-def twinchat(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PYTHON, "-m", "twinchat.cli", *args], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT
-    )
 
 
 def assert_stayed_offline(env: dict[str, str]) -> None:
@@ -47,39 +41,39 @@ def test_ingest_then_ask_from_the_command_line_offline(
         "customer_id,text,timestamp\nC-100,Bought oven gloves,2011-04-01\n,no customer,\nC-100,,2011-04-02\n"
     )
 
-    ok = twinchat(env, "ingest", str(history_file), "--panel", "pilot")
+    ok = run_cli(env, "ingest", str(history_file), "--panel", "pilot")
     assert ok.returncode == 0, ok.stderr
     assert "stored 7 new events" in ok.stdout
 
-    again = twinchat(env, "ingest", str(history_file))
+    again = run_cli(env, "ingest", str(history_file))
     assert again.returncode == 0 and "stored 0 new events, 7 already stored" in again.stdout
 
-    partial = twinchat(env, "ingest", str(bad))
+    partial = run_cli(env, "ingest", str(bad))
     assert partial.returncode == 1
     assert f"{bad}:line 3: customer_id:" in partial.stderr
     assert f"{bad}:line 4: text:" in partial.stderr
     assert "stored 1 new events" in partial.stdout
 
-    missing = twinchat(env, "ingest", str(tmp_path / "nope.jsonl"))
+    missing = run_cli(env, "ingest", str(tmp_path / "nope.jsonl"))
     assert missing.returncode == 2 and "no such file" in missing.stderr
 
-    twins = json.loads(twinchat(env, "twins", "--json").stdout)
+    twins = json.loads(run_cli(env, "twins", "--json").stdout)
     assert {t["twin_id"]: t["n_events"] for t in twins} == {"C-100": 4, "C-200": 2, "C-300": 2}
 
-    asked = twinchat(env, "ask", "C-100", "Were you happy with the cake stand?", "--json")
+    asked = run_cli(env, "ask", "C-100", "Were you happy with the cake stand?", "--json")
     assert asked.returncode == 0, asked.stderr
     answer = json.loads(asked.stdout)
     assert answer["simulated"] is True and answer["answer"]
     assert answer["citations"] and set(answer["citations"][0]) == {"event_id", "text", "score"}
 
-    unknown = twinchat(env, "ask", "nobody", "hello")
+    unknown = run_cli(env, "ask", "nobody", "hello")
     assert unknown.returncode == 1 and "no twin 'nobody'" in unknown.stderr
     assert_stayed_offline(env)
 
 
 def test_serve_answers_over_http(env: dict[str, str], history_file: Path, tmp_path: Path) -> None:
-    assert twinchat(env, "ingest", str(history_file)).returncode == 0
-    made = twinchat(env, "keys", "create", "--role", "product", "--label", "test")
+    assert run_cli(env, "ingest", str(history_file)).returncode == 0
+    made = run_cli(env, "keys", "create", "--role", "product", "--label", "test")
     assert made.returncode == 0 and "shown this once" in made.stderr
     auth = {"Authorization": f"Bearer {made.stdout.strip()}"}
     port = free_port()

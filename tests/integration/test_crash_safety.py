@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import PYTHON, ROOT
+from tests.integration.conftest import PYTHON, ROOT, run_cli
 from tests.support.consistency import assert_stored_once
 from twinchat.config import Settings
 from twinchat.domain.readers import RawRecord, read_records
@@ -126,23 +126,9 @@ def test_ingest_killed_part_way_then_run_again_stores_every_event_once(
     held = [kill_when_stored(env, events_csv, n) for n in (1, EVENTS * 2 // 5, EVENTS * 4 // 5)]
     assert 0 < held[0] <= held[1] <= held[2] < EVENTS, held
 
-    done = subprocess.run(
-        [PYTHON, "-m", "twinchat.cli", "ingest", str(events_csv)],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = run_cli(env, "ingest", str(events_csv), timeout=600)
     assert done.returncode == 0, done.stderr
-    again = subprocess.run(
-        [PYTHON, "-m", "twinchat.cli", "ingest", str(events_csv)],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    again = run_cli(env, "ingest", str(events_csv), timeout=600)
     assert again.returncode == 0, again.stderr
     assert f"stored 0 new events, {EVENTS} already stored" in again.stdout, again.stdout
 
