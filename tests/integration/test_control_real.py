@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.conftest import PYTHON, ROOT, free_port, stop, wait_http
-from tests.integration.test_cli_e2e import assert_stayed_offline, env, twinchat  # noqa: F401 (fixture)
+from tests.integration.conftest import PYTHON, ROOT, free_port, run_cli, stop, wait_http
+from tests.integration.test_cli_e2e import assert_stayed_offline, env  # noqa: F401 (fixture)
 from twinchat.domain.control import ConsentDenied, Use
 from twinchat.domain.survey import Question
 from twinchat.services import TwinService
@@ -112,33 +112,33 @@ def test_withdrawn_consent_blocks_at_once_and_the_audit_shows_every_use(service:
 def test_the_customer_controls_their_twin_from_the_command_line(env: dict[str, str], tmp_path: Path) -> None:  # noqa: F811
     data = tmp_path / "people.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in history()))
-    assert twinchat(env, "ingest", str(data), "--panel", "gss").returncode == 0
+    assert run_cli(env, "ingest", str(data), "--panel", "gss").returncode == 0
 
-    denied = twinchat(env, "consent", "P-2", "--purpose", "research", "--deny")
+    denied = run_cli(env, "consent", "P-2", "--purpose", "research", "--deny")
     assert denied.returncode == 0 and "research   withdrawn since" in denied.stdout
-    refused = twinchat(env, "ask", "P-2", "Where do you live?")
+    refused = run_cli(env, "ask", "P-2", "Where do you live?")
     assert refused.returncode == 3
     assert "refused: twin P-2: the customer withdrew consent for research" in refused.stderr
-    assert twinchat(env, "ask", "P-2", "Where do you live?", "--purpose", "product").returncode == 0
+    assert run_cli(env, "ask", "P-2", "Where do you live?", "--purpose", "product").returncode == 0
 
-    corrected = twinchat(
+    corrected = run_cli(
         env, "correct", "P-1", "I moved to Lyon last year, I don't live in Paris anymore", "--json"
     )
     assert corrected.returncode == 0, corrected.stderr
     superseded = json.loads(corrected.stdout)["superseded"]
     assert len(superseded) == 1
-    listed = twinchat(env, "memories", "P-1", "--search", "Paris")
+    listed = run_cli(env, "memories", "P-1", "--search", "Paris")
     assert f"{superseded[0]}" in listed.stdout and "[superseded" in listed.stdout
 
     out = tmp_path / "export.json"
-    assert twinchat(env, "export", "P-1", "--out", str(out)).returncode == 0
+    assert run_cli(env, "export", "P-1", "--out", str(out)).returncode == 0
     exported = json.loads(out.read_text())
     assert len(exported["corrections"]) == 1 and len(exported["events"]) == 7
 
-    assert twinchat(env, "erase", "P-1").returncode == 2  # no --yes: nothing happens
-    assert twinchat(env, "erase", "P-1", "--yes").returncode == 0
-    assert "P-1" not in [t["twin_id"] for t in json.loads(twinchat(env, "twins", "--json").stdout)]
-    audit = json.loads(twinchat(env, "audit", "--json").stdout)
+    assert run_cli(env, "erase", "P-1").returncode == 2  # no --yes: nothing happens
+    assert run_cli(env, "erase", "P-1", "--yes").returncode == 0
+    assert "P-1" not in [t["twin_id"] for t in json.loads(run_cli(env, "twins", "--json").stdout)]
+    audit = json.loads(run_cli(env, "audit", "--json").stdout)
     assert [e["action"] for e in audit if e["twin_id"] == "P-2"] == ["ingest", "consent", "refused", "ask"]
     assert audit[-1]["action"] == "erase" and not [e for e in audit if e["twin_id"] == "P-1"]
     assert_stayed_offline(env)
@@ -147,10 +147,10 @@ def test_the_customer_controls_their_twin_from_the_command_line(env: dict[str, s
 def test_the_customer_controls_their_twin_over_http(env: dict[str, str], tmp_path: Path) -> None:  # noqa: F811
     data = tmp_path / "people.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in history()))
-    assert twinchat(env, "ingest", str(data)).returncode == 0
-    key = twinchat(env, "keys", "create", "--role", "customer", "--twin", "P-1").stdout.strip()
-    shop = twinchat(env, "keys", "create", "--role", "product").stdout.strip()
-    admin = twinchat(env, "keys", "create", "--role", "admin").stdout.strip()
+    assert run_cli(env, "ingest", str(data)).returncode == 0
+    key = run_cli(env, "keys", "create", "--role", "customer", "--twin", "P-1").stdout.strip()
+    shop = run_cli(env, "keys", "create", "--role", "product").stdout.strip()
+    admin = run_cli(env, "keys", "create", "--role", "admin").stdout.strip()
     port = free_port()
     server = subprocess.Popen(
         [PYTHON, "-m", "twinchat.cli", "serve", "--port", str(port)],

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_cli_e2e import assert_stayed_offline, twinchat
+from tests.integration.conftest import run_cli
+from tests.integration.test_cli_e2e import assert_stayed_offline
 from twinchat.domain.events import Event
 from twinchat.domain.readers import RawRecord, RowProblem
 from twinchat.importers.gss import GssPanel
@@ -114,11 +115,11 @@ def test_import_cli_end_to_end(shared_data: Path, tmp_path: Path) -> None:
         "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "support" / "site"),
     }
     panel = gss_sample(shared_data, tmp_path / "gss", rows=4)  # two persons' waves
-    made = twinchat(env, "import", "gss", str(panel), "--panel", "gss", "--json")
+    made = run_cli(env, "import", "gss", str(panel), "--panel", "gss", "--json")
     assert made.returncode == 0, made.stderr
     report = json.loads(made.stdout)
     assert report["events"]["stored"] > 1_000 and report["events"]["rejected"] == 0
-    twins = json.loads(twinchat(env, "twins", "--json").stdout)
+    twins = json.loads(run_cli(env, "twins", "--json").stdout)
     person = twins[0]["twin_id"]
     assert person.startswith("gss-") and twins[0]["panels"] == ["gss"]
 
@@ -138,19 +139,19 @@ def test_import_cli_end_to_end(shared_data: Path, tmp_path: Path) -> None:
     identity.write_text(
         f"customer_id,email\n{person.removeprefix('gss-')},person@example.com\n", encoding="utf-8"
     )
-    stitched = twinchat(env, "import", str(mapping), str(crm), "--identity-map", str(identity), "--json")
+    stitched = run_cli(env, "import", str(mapping), str(crm), "--identity-map", str(identity), "--json")
     assert stitched.returncode == 0, stitched.stderr
     assert json.loads(stitched.stdout)["customers"] == {"touched": 1, "new": 0, "existing": 1}
 
-    shown = json.loads(twinchat(env, "show", person, "--json").stdout)
+    shown = json.loads(run_cli(env, "show", person, "--json").stdout)
     assert {"kind": "email", "value": "person@example.com"} in shown["twin"]["identifiers"]
-    found = json.loads(twinchat(env, "memories", person, "--search", "paper catalogues", "--json").stdout)
+    found = json.loads(run_cli(env, "memories", person, "--search", "paper catalogues", "--json").stdout)
     assert found[0]["text"] == "CRM note: Asked us to stop sending paper catalogues"  # real MiniLM retrieval
 
     out = tmp_path / "export.json"
-    assert twinchat(env, "export", person, "--out", str(out)).returncode == 0
+    assert run_cli(env, "export", person, "--out", str(out)).returncode == 0
     assert {"kind": "email", "value": "person@example.com"} in json.loads(out.read_text())["identifiers"]
-    assert twinchat(env, "erase", person, "--yes").returncode == 0
-    again = twinchat(env, "import", str(mapping), str(crm), "--json")
+    assert run_cli(env, "erase", person, "--yes").returncode == 0
+    again = run_cli(env, "import", str(mapping), str(crm), "--json")
     assert json.loads(again.stdout)["customers"]["new"] == 1  # the email no longer leads to the erased twin
     assert_stayed_offline(env)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_cli_e2e import assert_stayed_offline, env, twinchat  # noqa: F401 (env: a fixture)
+from tests.integration.conftest import run_cli
+from tests.integration.test_cli_e2e import assert_stayed_offline, env  # noqa: F401 (env: a fixture)
 
 pytestmark = pytest.mark.slow
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "online_retail" / "online_retail_sample.csv"
@@ -35,19 +36,19 @@ def test_show_has_predictions_and_withdrawn_marketing_consent_refuses_them(
     tmp_path: Path,
 ) -> None:
     env = {**env, "TWINCHAT_DEFAULT_CONSENT": '["research", "product", "marketing"]'}
-    imported = twinchat(
+    imported = run_cli(
         env, "import", "online_retail", str(retail_slice(tmp_path / "slice.csv")), "--panel", "retail"
     )
     assert imported.returncode == 0, imported.stderr
 
-    fitted = twinchat(env, "predict", "fit", "--panel", "retail", "--json")
+    fitted = run_cli(env, "predict", "fit", "--panel", "retail", "--json")
     assert fitted.returncode == 0, fitted.stderr
     fit = json.loads(fitted.stdout)
     assert fit["model"] == "bg/nbd" and fit["customers"] == 40 and fit["panel"] == "retail"
 
-    twins = json.loads(twinchat(env, "twins", "--json").stdout)
+    twins = json.loads(run_cli(env, "twins", "--json").stdout)
     busiest = max(twins, key=lambda t: t["n_events"])["twin_id"]
-    shown = twinchat(env, "show", busiest, "--json")
+    shown = run_cli(env, "show", busiest, "--json")
     assert shown.returncode == 0, shown.stderr
     p = json.loads(shown.stdout)["predictions"]
     assert p["available"] and p["simulated"] is True and p["model"] == "bg/nbd"
@@ -57,15 +58,15 @@ def test_show_has_predictions_and_withdrawn_marketing_consent_refuses_them(
         e.startswith("retail-") for d in p["evidence"]["purchases"] for e in d["event_ids"]
     )
     assert {"value", "level"} <= set(p["churn_risk"]) and "level" in p["confidence"]
-    plain = twinchat(env, "show", busiest)
+    plain = run_cli(env, "show", busiest)
     assert plain.returncode == 0 and "buys again in 90 days" in plain.stdout
 
-    denied = twinchat(env, "consent", busiest, "--purpose", "marketing", "--deny")
+    denied = run_cli(env, "consent", busiest, "--purpose", "marketing", "--deny")
     assert denied.returncode == 0, denied.stderr
-    refused = json.loads(twinchat(env, "show", busiest, "--json").stdout)
+    refused = json.loads(run_cli(env, "show", busiest, "--json").stdout)
     assert refused["predictions"]["available"] is False and "marketing" in refused["predictions"]["refused"]
     assert refused["profile"]["purchases"]["orders"] > 0  # the rest of the document is still shown
-    audit = json.loads(twinchat(env, "audit", "--twin", busiest, "--json").stdout)
+    audit = json.loads(run_cli(env, "audit", "--twin", busiest, "--json").stdout)
     assert any(e["action"] == "refused" and e["detail"].get("attempted") == "predict" for e in audit)
     assert any(e["action"] == "predict" and e["purpose"] == "marketing" and e["evidence"] for e in audit)
     assert_stayed_offline(env)
