@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import csv
 import statistics
+import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -43,12 +45,13 @@ from benchmarks.core import (
 )
 
 NAME = "ingest"
-VERSION = 3  # 2: figures per store layout, ``<layout>.<granularity>``; 3: the default layout repeated
+VERSION = 4  # 2: figures per store layout, ``<layout>.<granularity>``; 3: the default layout repeated;
+# 4: each run also measures the import's bound, ``store_bound``
 HEADLINE = tuple(
     f"{layout}.{per}.{figure}"
     for layout in ("per-twin", "sharded")
     for per in ("line", "invoice")
-    for figure in ("events_per_s", "ratio_to_encoder")
+    for figure in ("events_per_s", "ratio_to_encoder", "store_bound.ratio_to_encoder")
 ) + ("per-twin.line.peak_rss_mib", "sharded.line.peak_rss_mib")
 
 
@@ -105,6 +108,11 @@ def run(size: Size, *, progress: bool = True) -> Measured:
         f"runs: the {REPEATED} layout is measured {size.repeats} time(s), each run the raw encoder, the import "
         "and the raw encoder again in a process of its own; its figures are the run with the median ratio, "
         "runs.ratio_to_encoder every run's ratio in order (the machine's speed drifts between runs)",
+        "store_bound: the import's ceiling on this machine, measured after it in the same process: the raw "
+        "encoder over the distinct texts while a thread writes the same events through the store alone, from "
+        "the first moment, their vectors known (no parsing, duplicate check, registry, profiles or audit, and "
+        "no batch waiting for its vectors); its ratio_to_encoder is the most any import into this store could "
+        "reach here, and ratio_to_encoder's distance below it is the import's own overhead",
         "layouts: per-twin writes a Chroma collection per twin (a batch of events touches about as many "
         "collections as twins); sharded writes one add per shard and batch (TWINCHAT_STORE_LAYOUT=sharded)",
     ]
@@ -115,11 +123,14 @@ def median_run(runs: list[tuple[dict[str, Any], dict[str, Any]]]) -> tuple[dict[
     """Of several (reference, figures) runs, the one whose ratio to the encoder is the median (the lower middle
     of an even count), its figures carrying every run's ratio, events/s and encoder sentences/s, in order.
 
-    >>> runs = [({"sentences_per_s": s}, {"ratio_to_encoder": r, "events_per_s": r * s})
-    ...         for r, s in ((0.8, 250.0), (0.9, 240.0), (0.7, 260.0))]
+    >>> runs = [({"sentences_per_s": s}, {"ratio_to_encoder": r, "events_per_s": r * s,
+    ...                                   "store_bound": {"ratio_to_encoder": b}})
+    ...         for r, s, b in ((0.8, 250.0, 0.92), (0.9, 240.0, 0.93), (0.7, 260.0, 0.91))]
     >>> reference, figures = median_run(runs)
     >>> reference["sentences_per_s"], figures["ratio_to_encoder"], figures["runs"]["ratio_to_encoder"]
     (250.0, 0.8, [0.8, 0.9, 0.7])
+    >>> figures["runs"]["store_bound_ratio"]
+    [0.92, 0.93, 0.91]
     """
     if len(runs) == 1:
         return runs[0]
@@ -131,6 +142,7 @@ def median_run(runs: list[tuple[dict[str, Any], dict[str, Any]]]) -> tuple[dict[
             "ratio_to_encoder": ratios,
             "events_per_s": [f["events_per_s"] for _, f in runs],
             "sentences_per_s": [r["sentences_per_s"] for r, _ in runs],
+            "store_bound_ratio": [f["store_bound"]["ratio_to_encoder"] for _, f in runs],
         },
     }
     return reference, figures
@@ -139,7 +151,8 @@ def median_run(runs: list[tuple[dict[str, Any], dict[str, Any]]]) -> tuple[dict[
 def _measure(
     data: str, per: str, layout: str, home: str, progress: bool
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The raw encoder, the import, the raw encoder again: the reference and the end-to-end figures."""
+    """The raw encoder, the import, the raw encoder again: the reference and the end-to-end figures; then the
+    import's bound on this machine (:func:`_store_bound`)."""
     from twinchat.domain.readers import RawRecord
     from twinchat.factory import make_embedder
     from twinchat.importers.online_retail import OnlineRetailImport
@@ -147,11 +160,11 @@ def _measure(
     settings = bench_settings(Path(home), store_layout=layout)
     embedder = make_embedder(settings)
     embedder.embed_batch(["warm-up: the model is loaded outside every timing"])
-    records = OnlineRetailImport(Path(data), per=per).records()  # type: ignore[arg-type]
+    records = list(OnlineRetailImport(Path(data), per=per).records())  # type: ignore[arg-type]
     texts = [r.record["text"] for r in records if isinstance(r, RawRecord)]
-    before = _encode(embedder, texts)
+    before, _ = _encode(embedder, texts)
     end_to_end = _pipeline(Path(data), per, embedder, settings, progress)
-    after = _encode(embedder, texts)
+    after, vectors = _encode(embedder, texts)
     sentences_per_s = (before + after) / 2
     reference = {
         "what": "the embedder's encode over the same texts in one call (its backend, batch size, normalized)",
@@ -162,16 +175,83 @@ def _measure(
     }
     end_to_end["distinct_texts"] = len(set(texts))
     end_to_end["ratio_to_encoder"] = ratio(end_to_end["events_per_s"], sentences_per_s)
-    end_to_end["peak_rss_mib"] = peak_rss_mib()
+    end_to_end["peak_rss_mib"] = peak_rss_mib()  # before the bound below, which holds every vector at once
+    bound = _store_bound(
+        embedder, records, dict(zip(texts, vectors, strict=True)), Path(home) / "bound", layout
+    )
+    bound["ratio_to_encoder"] = ratio(bound["events_per_s"], sentences_per_s)
+    end_to_end["store_bound"] = bound
     return reference, end_to_end
 
 
-def _encode(embedder: Any, texts: list[str]) -> float:
-    """The raw encoder's sentences per second on these texts: all of them in one call of the embedder the
-    import uses (ONNX Runtime or PyTorch, as TWINCHAT_EMBEDDER_BACKEND says), its model already loaded."""
+def _encode(embedder: Any, texts: list[str]) -> tuple[float, list[list[float]]]:
+    """The raw encoder's sentences per second on these texts, and their vectors: all of them in one call of the
+    embedder the import uses (ONNX Runtime or PyTorch, as TWINCHAT_EMBEDDER_BACKEND says), its model loaded."""
     started = time.perf_counter()
-    embedder.embed_batch(texts)
-    return len(texts) / (time.perf_counter() - started)
+    vectors = embedder.embed_batch(texts)
+    return len(texts) / (time.perf_counter() - started), vectors
+
+
+def _store_bound(
+    embedder: Any, records: list[Any], vectors: dict[str, list[float]], home: Path, layout: str
+) -> dict[str, Any]:
+    """The best an import could do here whose only cost beside the encoder were the store's own writes.
+
+    The raw encoder runs over the texts (one call, as the reference) while a thread writes the same events
+    through the store alone, from the first moment, their vectors known already, in the import's batches, into
+    an empty store of the same layout. Nothing else of an import runs: no parsing, duplicate check, registry,
+    profiles or audit, and no batch waits for its vectors. Both share the machine's cores, as in an import.
+    """
+    from twinchat.domain.events import Event
+    from twinchat.domain.readers import RawRecord
+    from twinchat.factory import make_store
+    from twinchat.ports import Embedder
+
+    class Known(Embedder):
+        name = embedder.name
+
+        def embed_batch(self, texts: Sequence[str]) -> list[list[float]]:
+            return [vectors[t] for t in texts]
+
+    settings = bench_settings(home, store_layout=layout)
+    events: dict[tuple[str, str], Event] = {}  # an event once, as the import stores it
+    for r in records:
+        if isinstance(r, RawRecord):
+            event = Event.from_record(r.record)
+            events.setdefault((event.customer_id, event.event_id), event)
+    ordered = list(events.values())
+    batches: list[dict[str, list[Event]]] = []
+    for start in range(0, len(ordered), settings.batch_size):
+        batch: dict[str, list[Event]] = {}
+        for event in ordered[start : start + settings.batch_size]:
+            batch.setdefault(event.customer_id, []).append(event)
+        batches.append(batch)
+    store = make_store(settings, Known())
+    store.counts(["a twin that is not there"])  # opened before the timing (an import opens its store inside)
+    writes = Stopwatch()
+
+    def write() -> None:
+        with writes:
+            for batch in batches:
+                store.add_many(batch)
+
+    started = time.perf_counter()
+    writer = threading.Thread(target=write, name="twinchat-bench-writes")
+    writer.start()
+    embedder.embed_batch(list(vectors))
+    encoded = time.perf_counter() - started
+    writer.join()
+    seconds = time.perf_counter() - started
+    return {
+        "what": "the raw encoder over the distinct texts while a thread writes the same events through the "
+        "store alone (vectors known, the import's batches, an empty store); ratio_to_encoder: the import's "
+        "ceiling on this machine",
+        "events": len(ordered),
+        "seconds": round(seconds, 2),
+        "events_per_s": per_second(len(ordered), seconds, digits=1),
+        "encoder_s": round(encoded, 2),
+        "writes_s": round(writes.seconds, 2),
+    }
 
 
 def _pipeline(data: Path, per: str, embedder: Any, settings: Any, progress: bool) -> dict[str, Any]:

@@ -63,6 +63,12 @@ def test_a_quick_benchmark_writes_finite_figures_with_their_context(
         runs = results["figures"]["sharded"]["line"]["runs"]
         assert len(runs["ratio_to_encoder"]) == 2 and results["config"]["repeats"] == 2
         assert results["figures"]["sharded"]["line"]["ratio_to_encoder"] == min(runs["ratio_to_encoder"])
+        assert len(runs["store_bound_ratio"]) == 2
+        for layout in ("per-twin", "sharded"):
+            for per in ("line", "invoice"):
+                figures = results["figures"][layout][per]
+                bound = figures["store_bound"]  # the same events, written beside the raw encoder
+                assert bound["events"] == figures["events"] and bound["writes_s"] <= bound["seconds"]
     headline = json.loads(done.stdout[: done.stdout.rindex("}") + 1])
     assert headline, done.stdout
     for path, value in headline.items():

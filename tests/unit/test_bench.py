@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -157,8 +158,13 @@ def test_ingest_reads_the_first_rows_of_a_file(tmp_path: Path) -> None:
 def test_ingest_reports_the_median_run_of_several() -> None:
     from benchmarks.ingest import median_run
 
-    def run(ratio: float) -> tuple[dict[str, float], dict[str, float]]:
-        return {"sentences_per_s": 100.0 * ratio}, {"ratio_to_encoder": ratio, "events_per_s": 10.0 * ratio}
+    def run(ratio: float) -> tuple[dict[str, Any], dict[str, Any]]:
+        bound = {"ratio_to_encoder": ratio / 2}
+        return {"sentences_per_s": 100.0 * ratio}, {
+            "ratio_to_encoder": ratio,
+            "events_per_s": 10.0 * ratio,
+            "store_bound": bound,
+        }
 
     reference, figures = median_run([run(0.9), run(0.7)])  # an even count: the lower middle
     assert figures["ratio_to_encoder"] == 0.7 and reference["sentences_per_s"] == 70.0
@@ -166,6 +172,7 @@ def test_ingest_reports_the_median_run_of_several() -> None:
         "ratio_to_encoder": [0.9, 0.7],
         "events_per_s": [9.0, 7.0],
         "sentences_per_s": [90.0, 70.0],
+        "store_bound_ratio": [0.45, 0.35],
     }
     assert median_run([run(0.8)]) == run(0.8)  # one run: its figures as they are, no "runs"
 
