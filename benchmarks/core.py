@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import sys
 import tempfile
@@ -151,6 +152,53 @@ def rss_mib() -> float:
     except OSError:
         pass
     return peak_rss_mib()
+
+
+def cpu_seconds() -> float:
+    """The CPU time this process has used so far, every thread's, user and system."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def thread_cpu() -> dict[int, tuple[str, float]]:
+    """Each live thread of this process by id: its name and the CPU-seconds it has used, user and system (Linux;
+    empty elsewhere). Python's threads go by their Python names, native ones (Chroma's Rust runtime and SQLite
+    workers, ONNX Runtime's pools) by the names the OS knows them by."""
+    names = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
+    try:
+        tasks, tick = os.listdir("/proc/self/task"), os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    threads: dict[int, tuple[str, float]] = {}
+    for task in tasks:
+        try:
+            stat = Path(f"/proc/self/task/{task}/stat").read_text()
+        except OSError:
+            continue  # it ended meanwhile
+        # "tid (name) state ...": the name may hold spaces; utime and stime are the 14th and 15th fields.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        name = names.get(int(task), stat[stat.index("(") + 1 : stat.rindex(")")])
+        threads[int(task)] = (name, (int(fields[11]) + int(fields[12])) / tick)
+    return threads
+
+
+def cpu_by_thread(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], process_s: float
+) -> dict[str, float]:
+    """The CPU-seconds each group of threads used between two :func:`thread_cpu` snapshots, largest first: a
+    pool's threads (``name_0``, ``name_1``) as one; ``ended threads`` what threads that ended before ``after``
+    used, the rest of the process's ``process_s``.
+
+    >>> cpu_by_thread({1: ("MainThread", 1.0)}, {1: ("MainThread", 3.0), 7: ("pool_0", 2.5), 8: ("pool_1", 2.0)}, 8.0)
+    {'pool': 4.5, 'MainThread': 2.0, 'ended threads': 1.5}
+    """
+    groups: dict[str, float] = {}
+    for thread, (name, seconds) in after.items():
+        group = re.sub(r"_\d+$", "", name)
+        groups[group] = groups.get(group, 0.0) + seconds - before.get(thread, (name, 0.0))[1]
+    if after:
+        groups["ended threads"] = max(0.0, process_s - sum(groups.values()))
+    return {name: round(s, 2) for name, s in sorted(groups.items(), key=lambda g: -g[1]) if round(s, 2) > 0}
 
 
 def peak_rss_mib() -> float:

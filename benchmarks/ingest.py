@@ -32,6 +32,8 @@ from benchmarks.core import (
     Measured,
     Stopwatch,
     bench_settings,
+    cpu_by_thread,
+    cpu_seconds,
     in_child,
     online_retail_csv,
     peak_rss_mib,
@@ -41,17 +43,18 @@ from benchmarks.core import (
     scratch,
     settings_config,
     share,
+    thread_cpu,
     timed_embedder,
 )
 
 NAME = "ingest"
-VERSION = 4  # 2: figures per store layout, ``<layout>.<granularity>``; 3: the default layout repeated;
-# 4: each run also measures the import's bound, ``store_bound``
+VERSION = 5  # 2: figures per store layout, ``<layout>.<granularity>``; 3: the default layout repeated;
+# 4: each run also measures the import's bound, ``store_bound``; 5: and the CPU it spends, ``cpu``
 HEADLINE = tuple(
     f"{layout}.{per}.{figure}"
     for layout in ("per-twin", "sharded")
     for per in ("line", "invoice")
-    for figure in ("events_per_s", "ratio_to_encoder", "store_bound.ratio_to_encoder")
+    for figure in ("events_per_s", "ratio_to_encoder", "cpu.ceiling_ratio", "store_bound.ratio_to_encoder")
 ) + ("per-twin.line.peak_rss_mib", "sharded.line.peak_rss_mib")
 
 
@@ -113,6 +116,15 @@ def run(size: Size, *, progress: bool = True) -> Measured:
         "the first moment, their vectors known (no parsing, duplicate check, registry, profiles or audit, and "
         "no batch waiting for its vectors); its ratio_to_encoder is the most any import into this store could "
         "reach here, and ratio_to_encoder's distance below it is the import's own overhead",
+        "cpu: the CPU-seconds of every thread of the process during the import (seconds), and during the raw "
+        "encoder's runs (encoder_alone_s, their mean; encoder_alone_cores: that over their wall time, how much of "
+        "the machine the encoder fills alone); ceiling_ratio: the ratio_to_encoder the import would reach if the "
+        "CPU it spent were spread over all the machine's cores without a moment idle (events over seconds / "
+        "cores), so ratio_to_encoder's distance below it is lost to the schedule (one core idle at the start, "
+        "waits, the last write) and ceiling_ratio's distance below 1 to work beside the encoder; by_thread: "
+        "seconds per thread (twinchat-onnx: the encoder's batches; tokio-rt-worker and sqlx-sqlite-wor: "
+        "Chroma's own; MainThread: twinchat's writer and Chroma's calls on it; ended threads: those gone before "
+        "the end, chiefly the import's encoding thread: the tokenizer and the look-ahead's reads; Linux only)",
         "layouts: per-twin writes a Chroma collection per twin (a batch of events touches about as many "
         "collections as twins); sharded writes one add per shard and batch (TWINCHAT_STORE_LAYOUT=sharded)",
     ]
@@ -124,13 +136,13 @@ def median_run(runs: list[tuple[dict[str, Any], dict[str, Any]]]) -> tuple[dict[
     of an even count), its figures carrying every run's ratio, events/s and encoder sentences/s, in order.
 
     >>> runs = [({"sentences_per_s": s}, {"ratio_to_encoder": r, "events_per_s": r * s,
-    ...                                   "store_bound": {"ratio_to_encoder": b}})
-    ...         for r, s, b in ((0.8, 250.0, 0.92), (0.9, 240.0, 0.93), (0.7, 260.0, 0.91))]
+    ...                                   "cpu": {"ceiling_ratio": c}, "store_bound": {"ratio_to_encoder": b}})
+    ...         for r, s, b, c in ((0.8, 250.0, 0.92, 0.85), (0.9, 240.0, 0.93, 0.95), (0.7, 260.0, 0.91, 0.75))]
     >>> reference, figures = median_run(runs)
     >>> reference["sentences_per_s"], figures["ratio_to_encoder"], figures["runs"]["ratio_to_encoder"]
     (250.0, 0.8, [0.8, 0.9, 0.7])
-    >>> figures["runs"]["store_bound_ratio"]
-    [0.92, 0.93, 0.91]
+    >>> figures["runs"]["store_bound_ratio"], figures["runs"]["cpu_ceiling_ratio"]
+    ([0.92, 0.93, 0.91], [0.85, 0.95, 0.75])
     """
     if len(runs) == 1:
         return runs[0]
@@ -142,6 +154,7 @@ def median_run(runs: list[tuple[dict[str, Any], dict[str, Any]]]) -> tuple[dict[
             "ratio_to_encoder": ratios,
             "events_per_s": [f["events_per_s"] for _, f in runs],
             "sentences_per_s": [r["sentences_per_s"] for r, _ in runs],
+            "cpu_ceiling_ratio": [f["cpu"]["ceiling_ratio"] for _, f in runs],
             "store_bound_ratio": [f["store_bound"]["ratio_to_encoder"] for _, f in runs],
         },
     }
@@ -153,6 +166,7 @@ def _measure(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The raw encoder, the import, the raw encoder again: the reference and the end-to-end figures; then the
     import's bound on this machine (:func:`_store_bound`)."""
+    from twinchat.adapters.onnx_embedder import usable_cpus
     from twinchat.domain.readers import RawRecord
     from twinchat.factory import make_embedder
     from twinchat.importers.online_retail import OnlineRetailImport
@@ -162,9 +176,9 @@ def _measure(
     embedder.embed_batch(["warm-up: the model is loaded outside every timing"])
     records = OnlineRetailImport(Path(data), per=per).records()  # type: ignore[arg-type]
     texts = [r.record["text"] for r in records if isinstance(r, RawRecord)]
-    before = _encode(embedder, texts)[0]  # its vectors freed before the import
+    before, cpu_before, _ = _encode(embedder, texts)  # its vectors freed before the import
     end_to_end = _pipeline(Path(data), per, embedder, settings, progress)
-    after, vectors = _encode(embedder, texts)
+    after, cpu_after, vectors = _encode(embedder, texts)
     sentences_per_s = (before + after) / 2
     reference = {
         "what": "the embedder's encode over the same texts in one call (its backend, batch size, normalized)",
@@ -175,6 +189,9 @@ def _measure(
     }
     end_to_end["distinct_texts"] = len(set(texts))
     end_to_end["ratio_to_encoder"] = ratio(end_to_end["events_per_s"], sentences_per_s)
+    end_to_end["cpu"] = _cpu_budget(
+        end_to_end, (cpu_before + cpu_after) / 2, len(texts) / sentences_per_s, sentences_per_s, usable_cpus()
+    )
     end_to_end["peak_rss_mib"] = peak_rss_mib()  # before the bound below, which holds every vector at once
     records = OnlineRetailImport(Path(data), per=per).records()  # type: ignore[arg-type]
     bound = _store_bound(
@@ -185,12 +202,34 @@ def _measure(
     return reference, end_to_end
 
 
-def _encode(embedder: Any, texts: list[str]) -> tuple[float, list[list[float]]]:
-    """The raw encoder's sentences per second on these texts, and their vectors: all of them in one call of the
-    embedder the import uses (ONNX Runtime or PyTorch, as TWINCHAT_EMBEDDER_BACKEND says), its model loaded."""
-    started = time.perf_counter()
+def _encode(embedder: Any, texts: list[str]) -> tuple[float, float, list[list[float]]]:
+    """The raw encoder's sentences per second on these texts, the CPU-seconds it spent, and their vectors: all of
+    them in one call of the embedder the import uses (ONNX Runtime or PyTorch, as TWINCHAT_EMBEDDER_BACKEND
+    says), its model loaded."""
+    started, cpu_started = time.perf_counter(), cpu_seconds()
     vectors = embedder.embed_batch(texts)
-    return len(texts) / (time.perf_counter() - started), vectors
+    return len(texts) / (time.perf_counter() - started), cpu_seconds() - cpu_started, vectors
+
+
+def _cpu_budget(
+    end_to_end: dict[str, Any], encoder_cpu: float, encoder_wall: float, sentences_per_s: float, cores: int
+) -> dict[str, Any]:
+    """Where the import's ratio is lost: to work beside the encoder, or to its schedule.
+
+    >>> budget = _cpu_budget({"events": 1000, "cpu_s": 25.0, "cpu_by_thread": {}}, 20.0, 10.0, 100.0, 2)
+    >>> budget["beyond_encoder_s"], budget["encoder_alone_cores"], budget["ceiling_ratio"]
+    (5.0, 2.0, 0.8)
+    """
+    spent, by_thread = end_to_end.pop("cpu_s"), end_to_end.pop("cpu_by_thread")
+    return {
+        "seconds": round(spent, 2),
+        "encoder_alone_s": round(encoder_cpu, 2),
+        "encoder_alone_cores": round(encoder_cpu / encoder_wall, 2),
+        "beyond_encoder_s": round(spent - encoder_cpu, 2),
+        "cores": cores,
+        "ceiling_ratio": ratio(end_to_end["events"] * cores / spent, sentences_per_s),
+        "by_thread": by_thread,
+    }
 
 
 def _store_bound(
@@ -262,7 +301,7 @@ def _pipeline(data: Path, per: str, embedder: Any, settings: Any, progress: bool
 
     encoder, parse, chroma, check, profiles, writes = (Stopwatch() for _ in range(6))
     rss_before = rss_mib()
-    started = time.perf_counter()
+    started, cpu_started, threads = time.perf_counter(), cpu_seconds(), thread_cpu()
     service = TwinService.from_settings(settings, embedder=timed_embedder(embedder, encoder))
     service.store.add_many = chroma.wrap(service.store.add_many)  # type: ignore[method-assign]
     service.store.stored_texts_many = check.wrap(service.store.stored_texts_many)  # type: ignore[method-assign]
@@ -272,7 +311,8 @@ def _pipeline(data: Path, per: str, embedder: Any, settings: Any, progress: bool
     report = service.ingest_records(
         _timed(importer.records(), parse), progress=progress, label=f"{settings.store_layout}, per {per}"
     )
-    seconds = time.perf_counter() - started
+    seconds, cpu_s = time.perf_counter() - started, cpu_seconds() - cpu_started
+    by_thread = cpu_by_thread(threads, thread_cpu(), cpu_s)
     if report.rejected or report.unreadable:
         raise RuntimeError(
             f"the Online Retail {per}s did not ingest cleanly: {report.to_dict()['rejected'][:3]}"
@@ -284,6 +324,8 @@ def _pipeline(data: Path, per: str, embedder: Any, settings: Any, progress: bool
         "events": report.stored,
         "twins": len(report.new_twins),
         "seconds": round(seconds, 2),
+        "cpu_s": cpu_s,  # this and the next turned into the figures "cpu" by _cpu_budget
+        "cpu_by_thread": by_thread,
         "events_per_s": per_second(report.stored, seconds, digits=1),
         "sentences_encoded": encoder.items,  # fewer than events: a batch's repeated texts are encoded once
         "breakdown_s": {

@@ -69,6 +69,9 @@ def test_a_quick_benchmark_writes_finite_figures_with_their_context(
                 figures = results["figures"][layout][per]
                 bound = figures["store_bound"]  # the same events, written beside the raw encoder
                 assert bound["events"] == figures["events"] and bound["writes_s"] <= bound["seconds"]
+                cpu = figures["cpu"]  # a process uses at most its cores for its wall time
+                assert cpu["cores"] >= 1 and 0 < cpu["encoder_alone_s"] and 0 < cpu["seconds"]
+                assert figures["ratio_to_encoder"] <= cpu["ceiling_ratio"] + 0.01
     headline = json.loads(done.stdout[: done.stdout.rindex("}") + 1])
     assert headline, done.stdout
     for path, value in headline.items():

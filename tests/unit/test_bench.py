@@ -163,6 +163,7 @@ def test_ingest_reports_the_median_run_of_several() -> None:
         return {"sentences_per_s": 100.0 * ratio}, {
             "ratio_to_encoder": ratio,
             "events_per_s": 10.0 * ratio,
+            "cpu": {"ceiling_ratio": ratio + 0.25},
             "store_bound": bound,
         }
 
@@ -172,6 +173,7 @@ def test_ingest_reports_the_median_run_of_several() -> None:
         "ratio_to_encoder": [0.9, 0.7],
         "events_per_s": [9.0, 7.0],
         "sentences_per_s": [90.0, 70.0],
+        "cpu_ceiling_ratio": [1.15, 0.95],
         "store_bound_ratio": [0.45, 0.35],
     }
     assert median_run([run(0.8)]) == run(0.8)  # one run: its figures as they are, no "runs"
