@@ -19,8 +19,11 @@ from twinchat.adapters.chroma_migrate import migrate, store_info
 from twinchat.adapters.chroma_store import (
     ChromaMemoryStore,
     ShardedChromaMemoryStore,
+    collection_name,
     make_client,
     read_layout,
+    shard_name,
+    shard_of,
 )
 from twinchat.adapters.embedders import CachedEmbeddings
 from twinchat.domain.events import Event
@@ -163,6 +166,30 @@ def test_reading_creates_no_collection(make_store: MakeStore, client: Any) -> No
     assert client.count_collections() == before
     store.add("C-100", [Event("C-100", "Bought a teapot", "e1")])
     assert client.count_collections() == before + 1 and store.count("C-100") == 1
+
+
+def test_collections_write_their_index_every_hundred_records_even_those_made_before(
+    make_store: MakeStore, client: Any
+) -> None:
+    # Chroma's default (1000 records in its log before the index is written) made every write after a read cost
+    # as much again: twinchat's collections are made with SYNC_THRESHOLD, and older ones are given it when opened.
+    def threshold(name: str) -> int:
+        return int(client.get_collection(name).configuration_json["hnsw"]["sync_threshold"])
+
+    store = make_store()
+    sharded = isinstance(store, ShardedChromaMemoryStore)
+    name = (lambda t: shard_name(shard_of(t, 2), 2)) if sharded else collection_name
+    client.create_collection(name("C-100"), metadata={"hnsw:space": "cosine"})
+    assert threshold(name("C-100")) == 1000  # Chroma's default
+    events = history_events()
+    store.add_many(events)
+    assert {threshold(name(t)) for t in events} == {chroma_store.SYNC_THRESHOLD} == {100}
+    assert (
+        store.count("C-100") == 4 and client.get_collection(name("C-100")).metadata["hnsw:space"] == "cosine"
+    )
+    # A rebuild (an erasure in the sharded layout, `twinchat store compact`) keeps it.
+    chroma_store.rebuild(client, name("C-200"))
+    assert threshold(name("C-200")) == 100 and store.count("C-200") == 2
 
 
 def test_a_twin_searched_exactly_or_through_chromas_index_gets_the_same_evidence(

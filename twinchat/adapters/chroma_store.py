@@ -300,6 +300,7 @@ class _ChromaStore(MemoryStore):
                 client=self.client,
                 collection_metadata={**INDEX_METADATA, **metadata},
             )
+            _lower_sync_threshold(store._collection)  # a collection made before SYNC_THRESHOLD was set
             self._stores[name] = store
             while len(self._stores) > self.max_open:
                 self._stores.popitem(last=False)
@@ -659,8 +660,15 @@ def _query_encoder() -> ThreadPoolExecutor:
     return _QUERY_ENCODER
 
 
+# Chroma writes a collection's HNSW index to disk once this many records were added since it last did (its
+# default: 1000); until then they are in its write-ahead log only. Read between two writes, such a collection makes
+# the next write cost as much again per record still in the log: an import's duplicate checks and counts, read
+# between its batches, doubled Chroma's CPU (a batch of 1,330 records over 16 shards: 5.7 CPU-seconds with the
+# default, 0.4 at 100; benchmarks/RESULTS.md, ninth pass). At 100, the index is written about ten times as often.
+SYNC_THRESHOLD = 100
+
 # How Chroma indexes the collections twinchat creates: a memory's score is the cosine (1 - Chroma's distance).
-INDEX_METADATA = {"hnsw:space": "cosine"}
+INDEX_METADATA = {"hnsw:space": "cosine", "hnsw:sync_threshold": SYNC_THRESHOLD}
 
 # Records per Chroma call when adding or copying: under chromadb's largest batch (5461) for any client.
 ADD_BATCH = 2000
@@ -681,6 +689,13 @@ def rebuild_without(client: Any, name: str, twin_id: str) -> None:
     rebuild(client, name, where={"twin_id": {"$ne": twin_id}})
 
 
+def _lower_sync_threshold(collection: Any) -> None:
+    """Give a collection made with a larger HNSW sync threshold (Chroma's default) twinchat's :data:`SYNC_THRESHOLD`."""
+    hnsw = (getattr(collection, "configuration_json", None) or {}).get("hnsw") or {}
+    if hnsw.get("sync_threshold", 0) > SYNC_THRESHOLD:
+        collection.modify(configuration={"hnsw": {"sync_threshold": SYNC_THRESHOLD}})
+
+
 def rebuild(client: Any, name: str, *, where: dict[str, Any] | None = None) -> int:
     """Replace collection ``name`` by a fresh copy of its records (those ``where`` selects), leaving behind what
     Chroma and hnswlib only marked deleted; how many records the copy holds. Stopped midway, it is finished by
@@ -690,7 +705,8 @@ def rebuild(client: Any, name: str, *, where: dict[str, Any] | None = None) -> i
     with contextlib.suppress(Exception):
         client.delete_collection(temp)  # a rebuild stopped before its swap: start it again
     # No embedding function: records come with their vectors (chromadb's default would be its own model).
-    new = client.create_collection(temp, metadata=old.metadata, embedding_function=None)
+    metadata = {**(old.metadata or {}), "hnsw:sync_threshold": SYNC_THRESHOLD}
+    new = client.create_collection(temp, metadata=metadata, embedding_function=None)
     kept = copy_records(old, new, where=where)
     if new.count() != kept:
         raise RuntimeError(f"rebuilding {name}: copied {kept} records but {new.count()} arrived")
