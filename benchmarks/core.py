@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -307,6 +307,12 @@ class Stopwatch:
                 self.main_seconds += spent
             self.calls += 1
 
+    def add(self, seconds: float) -> None:
+        """Time spent elsewhere than in a ``with watch:`` block (a future's, off the main thread)."""
+        with self._lock:
+            self.seconds += seconds
+            self.calls += 1
+
     def count(self, items: int) -> None:
         with self._lock:
             self.items += items
@@ -360,10 +366,25 @@ def timed_embedder(embedder: Any, watch: Stopwatch) -> Any:
 
     class Timed(Embedder):
         name = embedder.name
+        free_from = 0.0  # when the texts started before are done: the encoder queues what it is given
 
         def embed_batch(self, texts: Sequence[str]) -> list[list[float]]:
             watch.count(len(texts))
             with watch:
                 return embedder.embed_batch(texts)
+
+        def start_batch(self, texts: Sequence[str]) -> Future[list[list[float]]]:
+            """Timed from when the encoder starts on them (the texts queued before done) until they are done."""
+            watch.count(len(texts))
+            started = time.perf_counter()
+            encoding: Future[list[list[float]]] = embedder.start_batch(texts)
+
+            def done(_: Future[list[list[float]]]) -> None:
+                ended = time.perf_counter()
+                watch.add(ended - max(started, Timed.free_from))
+                Timed.free_from = ended
+
+            encoding.add_done_callback(done)
+            return encoding
 
     return Timed()

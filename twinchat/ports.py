@@ -6,9 +6,10 @@ Each port has one or few abstract methods; conveniences are built on them here, 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from twinchat.domain.behaviour import Features, Forecast, LifetimeFit
 from twinchat.domain.control import AuditEntry, Consent, MemoryStatus
@@ -17,6 +18,8 @@ from twinchat.domain.keys import ApiKey
 from twinchat.domain.models import Memory, Message, Twin
 from twinchat.domain.sessions import Session, Turn
 from twinchat.domain.survey import SurveyAnswer
+
+T = TypeVar("T")
 
 
 class Embedder(ABC):
@@ -29,6 +32,12 @@ class Embedder(ABC):
 
     def embed(self, text: str) -> list[float]:
         return self.embed_batch([text])[0]
+
+    def start_batch(self, texts: Sequence[str]) -> Future[list[list[float]]]:
+        """Start encoding texts; the future holds their vectors. An encoder with workers of its own queues them
+        behind the texts started before, so that its caller can prepare the next texts while these run and the
+        workers never wait in between; this default encodes them now, on the caller's thread."""
+        return settled(self.embed_batch, texts)
 
 
 class ChatModel(ABC):
@@ -90,10 +99,11 @@ class MemoryStore(ABC):
         for twin_id, events in events_by_twin.items():
             self.add(twin_id, events)
 
-    def embed_ahead(self, texts: Sequence[str]) -> None:
-        """Encode texts about to be added, so that the add finds their vectors ready (a store that keeps
-        vectors of recent texts; others need do nothing). Safe to call from another thread than the add's."""
-        return None
+    def embed_ahead(self, texts: Sequence[str]) -> Future[None]:
+        """Start encoding texts about to be added, so that the add finds their vectors ready (a store that keeps
+        vectors of recent texts; others need do nothing); the future is done when they are. Safe to call from
+        another thread than the add's."""
+        return settled(lambda: None)
 
     def warm(self) -> None:
         """Load now what the first searches would otherwise wait for (a model, indexes); a store with nothing
@@ -266,3 +276,19 @@ class KeyStore(ABC):
     @abstractmethod
     def delete_for_twin(self, twin_id: str) -> int:
         """Remove the keys bound to a twin (its erasure); returns how many."""
+
+
+def settled(function: Callable[..., T], *args: Any) -> Future[T]:
+    """A future already done with ``function(*args)``: its result, or the exception it raised.
+
+    >>> settled(len, "abc").result()
+    3
+    >>> settled(int, "x").exception()
+    ValueError("invalid literal for int() with base 10: 'x'")
+    """
+    done: Future[T] = Future()
+    try:
+        done.set_result(function(*args))
+    except Exception as exc:
+        done.set_exception(exc)
+    return done

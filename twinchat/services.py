@@ -268,20 +268,31 @@ class TwinService:
         batches = self._batches(
             _progress(records, enabled=progress, total=total, label=label), report, source=source
         )
-        # Each batch's new texts are encoded on a thread of their own while the batch before is written: the
-        # encoder releases the GIL as it runs, so encoding and Chroma's writes overlap. The writes stay in
-        # order, in this thread; the encoder only reads the store and fills the embeddings' cache.
+        # Each batch's new texts are queued on the encoder by a thread of their own while the batch before is
+        # written: the encoder releases the GIL as it runs, so encoding and Chroma's writes overlap, and a batch's
+        # texts are queued while the batch before still encodes, so the encoder does not wait between batches.
+        # The writes stay in order, in this thread; the encoding thread only reads the store and queues texts
+        # whose vectors fill the embeddings' cache.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="twinchat-encode") as encoder:
-            previous: tuple[list[tuple[RawRecord, Event]], Future[None]] | None = None
-            for batch in batches:
-                encoding = encoder.submit(self._embed_ahead, batch)
+            queued: list[Future[Future[None]]] = []
+            try:
+                previous: list[tuple[RawRecord, Event]] | None = None
+                for batch in batches:
+                    queued.append(encoder.submit(self._embed_ahead, batch))
+                    if previous is not None:
+                        queued[-2].result().result()
+                        self._store_batch(previous, panel, report, audit_as, synthetic)
+                    previous = batch
                 if previous is not None:
-                    previous[1].result()
-                    self._store_batch(previous[0], panel, report, audit_as, synthetic)
-                previous = (batch, encoding)
-            if previous is not None:
-                previous[1].result()
-                self._store_batch(previous[0], panel, report, audit_as, synthetic)
+                    queued[-1].result().result()
+                    self._store_batch(previous, panel, report, audit_as, synthetic)
+            except BaseException:
+                # Nothing more to encode: the batches not written yet are not written.
+                encoder.shutdown(cancel_futures=True)
+                for queuing in queued:
+                    if not queuing.cancelled() and queuing.exception() is None:
+                        queuing.result().cancel()
+                raise
         return report
 
     def _batches(
@@ -314,14 +325,15 @@ class TwinService:
         if batch:
             yield batch
 
-    def _embed_ahead(self, batch: list[tuple[RawRecord, Event]]) -> None:
-        """Encode the batch's texts that the store does not hold yet (a re-run encodes nothing). Only a
-        forecast: :meth:`_store_batch` decides what is new once the batches before it are written."""
+    def _embed_ahead(self, batch: list[tuple[RawRecord, Event]]) -> Future[None]:
+        """Queue the batch's texts that the store does not hold yet on the encoder (a re-run encodes nothing);
+        the future is done when their vectors are ready. Only a forecast: :meth:`_store_batch` decides what is
+        new once the batches before it are written."""
         ids: dict[str, list[str]] = {}
         for _, event in batch:
             ids.setdefault(event.customer_id, []).append(event.event_id)
         stored = self.store.stored_texts_many(ids)
-        self.store.embed_ahead(
+        return self.store.embed_ahead(
             list(dict.fromkeys(e.text for _, e in batch if e.event_id not in stored[e.customer_id]))
         )
 

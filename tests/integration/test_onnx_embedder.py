@@ -96,3 +96,19 @@ def test_calls_from_many_threads_at_once_get_the_vectors_of_one_call(tmp_path: P
         queries = list(pool.map(lambda t: embedder.embed_batch([t]), TEXTS))
         assert all(np.abs(np.array(b.result()) - alone).max() < 1e-6 for b in batches)
     assert np.abs(np.array([q[0] for q in queries]) - alone).max() < 1e-5
+
+
+def test_texts_started_while_others_encode_queue_behind_them_and_can_be_cancelled(tmp_path: Path) -> None:
+    # An import queues its next batch while the one before still encodes: both come back as one call would
+    # give them, and a batch cancelled before the workers reach it is never encoded.
+    embedder = OnnxEmbedder(cache=tmp_path, workers=2)
+    alone = np.array(embedder.embed_batch(TEXTS))
+    long = [TEXTS[5]] * 256  # four batches at the model's full window: the workers are busy for a while
+    first = embedder.start_batch(long)
+    second = embedder.start_batch(TEXTS)
+    third = embedder.start_batch(TEXTS)
+    assert third.cancel()
+    assert np.abs(np.array(second.result(timeout=60)) - alone).max() < 1e-6
+    assert np.abs(np.array(first.result(timeout=60)) - alone[5]).max() < 1e-6
+    assert third.cancelled()
+    assert embedder.start_batch([]).result(timeout=0) == []

@@ -1,11 +1,14 @@
-"""Ingestion encodes each batch's new texts on a thread of its own while the batch before is written (fakes;
-against the real encoder and Chroma: tests/integration/test_ingest_ahead_real.py)."""
+"""Ingestion queues each batch's new texts on the encoder from a thread of its own while the batch before is
+written (fakes; against the real encoder and Chroma: tests/integration/test_ingest_ahead_real.py)."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from concurrent.futures import Future
 from pathlib import Path
+
+import pytest
 
 from twinchat.domain.readers import RawRecord
 from twinchat.services import LAST_BATCH_SPLIT
@@ -19,8 +22,9 @@ class RecordingStore(InMemoryStore):
         super().__init__(*args)  # type: ignore[arg-type]
         self.ahead: list[tuple[str, list[str]]] = []
 
-    def embed_ahead(self, texts: Sequence[str]) -> None:
+    def embed_ahead(self, texts: Sequence[str]) -> Future[None]:
         self.ahead.append((threading.current_thread().name, list(texts)))
+        return super().embed_ahead(texts)
 
 
 def rows(n: int) -> list[RawRecord]:
@@ -82,6 +86,28 @@ def test_an_error_while_writing_stops_the_import_and_leaves_the_batches_before_s
     else:
         raise AssertionError("the error was swallowed")
     assert sum(service.store.count(f"C-{i}") for i in range(3)) == 4
+
+
+def test_an_error_while_writing_cancels_the_encoding_queued_for_the_batches_after(tmp_path: Path) -> None:
+    # An import that stops must not leave the encoder working through batches nobody will write.
+    ahead: list[Future[None]] = []
+
+    class QueuedStore(InMemoryStore):
+        def embed_ahead(self, texts: Sequence[str]) -> Future[None]:
+            queued: Future[None] = Future()
+            if not ahead:
+                queued.set_result(None)  # the first batch's vectors are ready; the later ones never finish
+            ahead.append(queued)
+            return queued
+
+        def add_many(self, events_by_twin: dict) -> None:  # type: ignore[type-arg]
+            raise OSError("disk full")
+
+    service = fake_service(tmp_path, batch_size=4)
+    service.store = QueuedStore(service.store.embedder)  # type: ignore[attr-defined]
+    with pytest.raises(OSError, match="disk full"):
+        service.ingest_records(rows(12))
+    assert len(ahead) == 2 and ahead[1].cancelled()
 
 
 def test_a_long_stream_writes_the_last_fifth_of_its_last_batch_as_a_batch_of_its_own(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ import uuid
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from datetime import datetime
 from functools import partial
@@ -306,8 +306,8 @@ class _ChromaStore(MemoryStore):
                 self._stores.popitem(last=False)
             return store
 
-    def embed_ahead(self, texts: Sequence[str]) -> None:
-        self.embeddings.embed_documents(list(texts))
+    def embed_ahead(self, texts: Sequence[str]) -> Future[None]:
+        return self.embeddings.embed_ahead(texts)
 
     def warm(self) -> None:
         # The encoder loads its model on first use; every search needs it.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import Future, InvalidStateError
 from pathlib import Path
 
 from langchain_core.embeddings import Embeddings
@@ -71,6 +72,38 @@ class CachedEmbeddings(Embeddings):
         missing = list(dict.fromkeys(t for t in texts if t not in found))
         if missing:
             found.update(zip(missing, self.embedder.embed_batch(missing), strict=True))
+        self._keep(found)
+        return [found[t] for t in texts]
+
+    def embed_ahead(self, texts: Sequence[str]) -> Future[None]:
+        """Start encoding the texts not cached yet (behind those started before, when the embedder queues
+        them: :meth:`Embedder.start_batch`); the future is done once their vectors are in the cache.
+        Cancelling it cancels what the encoder has not started."""
+        with self._lock:
+            missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        cached: Future[None] = Future()
+        if not missing:
+            cached.set_result(None)
+            return cached
+        encoding = self.embedder.start_batch(missing)
+
+        def keep(done: Future[list[list[float]]]) -> None:
+            try:
+                if done.cancelled():
+                    cached.cancel()
+                elif (error := done.exception()) is not None:
+                    cached.set_exception(error)
+                else:
+                    self._keep(dict(zip(missing, done.result(), strict=True)))
+                    cached.set_result(None)
+            except InvalidStateError:
+                pass  # cancelled meanwhile
+
+        cached.add_done_callback(lambda c: encoding.cancel() if c.cancelled() else None)
+        encoding.add_done_callback(keep)
+        return cached
+
+    def _keep(self, found: dict[str, list[float]]) -> None:
         with self._lock:
             for text in found:
                 self._cache[text] = found[text]
@@ -78,7 +111,6 @@ class CachedEmbeddings(Embeddings):
             # A whole batch stays cached even above cache_size: each twin's store then finds its vectors.
             while len(self._cache) > max(self.cache_size, len(found)):
                 self._cache.popitem(last=False)
-        return [found[t] for t in texts]
 
     def forget(self, texts: Sequence[str]) -> None:
         """Drop these texts and their vectors from the cache (an erased customer's history)."""

@@ -25,14 +25,14 @@ import os
 import threading
 import uuid
 import warnings
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from twinchat.adapters import MissingDependency, require
 from twinchat.adapters.embedders import BUNDLED_MODELS, SentenceTransformerEmbedder, bundled_model_path
-from twinchat.ports import Embedder
+from twinchat.ports import Embedder, settled
 
 EXPORT_FORMAT = 1  # bump when the exported graph changes: older exports are then made again
 TOLERANCE = 1e-4  # the largest difference allowed between the exported graph's vectors and PyTorch's
@@ -44,6 +44,8 @@ PROBES = (
     "A review long enough to be cut at the model's window. " * 60,
 )
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+T = TypeVar("T")
 
 
 class ExportError(RuntimeError):
@@ -93,12 +95,18 @@ class OnnxEmbedder(Embedder):
         return self._loaded
 
     def embed_batch(self, texts: Sequence[str]) -> list[list[float]]:
-        if not texts:
-            return []
-        loaded = self._load()
+        return self._start(texts, inline=True).result()
+
+    def start_batch(self, texts: Sequence[str]) -> Future[list[list[float]]]:
+        """Tokenize the texts now and queue their batches on the workers, behind those of the calls before."""
+        return self._start(texts, inline=False)
+
+    def _start(self, texts: Sequence[str], *, inline: bool) -> Future[list[list[float]]]:
+        """The texts' vectors; ``inline``: a single batch runs on the caller's thread (a query does not queue
+        behind an import's batches)."""
+        loaded = self._load() if texts else None
         if loaded is None:
-            assert self._fallback is not None
-            return self._fallback.embed_batch(texts)
+            return settled(self._fallback.embed_batch if self._fallback else list, texts)
         np = require("numpy", "numpy")
         session, tokenizer = loaded
         encodings = tokenizer.encode_batch(list(texts))
@@ -110,15 +118,65 @@ class OnnxEmbedder(Embedder):
                 None, _feed(np, [encodings[i] for i in order[start : start + self.batch_size]])
             )[0]
 
+        def in_order(parts: list[Any]) -> list[list[float]]:
+            embedded = np.concatenate(parts)
+            vectors = np.empty_like(embedded)
+            vectors[order] = embedded  # back in the order asked
+            return vectors.tolist()  # type: ignore[no-any-return]
+
         starts = range(0, len(order), self.batch_size)
-        # ONNX Runtime releases the GIL while it runs: the batches of a long call use every worker.
-        parts = (
-            list(self._pool.map(run, starts)) if self._pool and len(starts) > 1 else [run(s) for s in starts]
-        )
-        embedded = np.concatenate(parts)
-        vectors = np.empty_like(embedded)
-        vectors[order] = embedded  # back in the order asked
-        return vectors.tolist()
+        if self._pool is None or (inline and len(starts) == 1):
+            return settled(lambda: in_order([run(s) for s in starts]))
+        # ONNX Runtime releases the GIL while it runs: the batches use every worker, in the order queued.
+        return gathered([self._pool.submit(run, s) for s in starts], in_order)
+
+
+def gathered(parts: Sequence[Future[Any]], combine: Callable[[list[Any]], T]) -> Future[T]:
+    """A future of ``combine`` over the parts' results, computed by the thread that finishes the last part; the
+    first part to fail fails it. Cancelling it cancels the parts not started yet.
+
+    >>> from concurrent.futures import ThreadPoolExecutor
+    >>> with ThreadPoolExecutor(2) as pool:
+    ...     gathered([pool.submit(pow, 2, n) for n in range(4)], sum).result()
+    15
+    """
+    whole: Future[T] = Future()
+    left = [len(parts)]
+    lock = threading.Lock()
+
+    def settle(part: Future[Any]) -> None:
+        if whole.done():
+            return
+        try:
+            if part.cancelled():
+                whole.cancel()  # which cancels the other parts
+                return
+            error = part.exception()
+            if error is None:
+                with lock:
+                    left[0] -= 1
+                    if left[0]:
+                        return
+                try:
+                    value = combine([p.result() for p in parts])
+                except Exception as exc:
+                    error = exc
+                else:
+                    whole.set_result(value)
+                    return
+            whole.set_exception(error)
+        except InvalidStateError:
+            return  # settled meanwhile, by another part's failure or a cancel
+        for other in parts:
+            other.cancel()
+
+    if not parts:
+        whole.set_result(combine([]))
+        return whole
+    whole.add_done_callback(lambda w: [p.cancel() for p in parts] if w.cancelled() else None)
+    for part in parts:
+        part.add_done_callback(settle)
+    return whole
 
 
 def usable_cpus() -> int:
