@@ -104,3 +104,45 @@ def test_an_embedder_without_a_queue_encodes_at_once_on_the_callers_thread() -> 
     embedder = HashEmbedder()
     started = embedder.start_batch(["a", "b"])
     assert started.done() and started.result() == embedder.embed_batch(["a", "b"])
+
+
+def test_a_text_queued_by_an_earlier_call_is_encoded_once_and_a_writer_waits_for_its_vector() -> None:
+    # An import queues batch 2 before batch 1's vectors are back: a text in both is batch 1's to encode.
+    release = threading.Event()
+
+    class Held(HashEmbedder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoded: list[str] = []
+            self.pool = ThreadPoolExecutor(1)
+
+        def embed_batch(self, texts: Sequence[str]) -> list[list[float]]:
+            self.encoded.extend(texts)
+            return super().embed_batch(texts)
+
+        def start_batch(self, texts: Sequence[str]) -> Future[list[list[float]]]:
+            return self.pool.submit(lambda: release.wait(5) and self.embed_batch(texts))  # type: ignore[return-value]
+
+    embedder = Held()
+    cache = CachedEmbeddings(embedder)
+    first = cache.embed_ahead(["a", "b"])
+    second = cache.embed_ahead(["b", "c"])
+    with ThreadPoolExecutor(1) as writer:
+        written = writer.submit(cache.embed_documents, ["b", "a"])  # waits for the first call's vectors
+        release.set()
+        assert written.result(timeout=5) == HashEmbedder().embed_batch(["b", "a"])
+    assert first.result(timeout=5) is None and second.result(timeout=5) is None
+    assert sorted(embedder.encoded) == ["a", "b", "c"]
+
+
+def test_a_text_whose_queued_encoding_failed_is_encoded_by_the_writer() -> None:
+    class Failing(HashEmbedder):
+        def start_batch(self, texts: Sequence[str]) -> Future[list[list[float]]]:
+            return settled(self._fail)
+
+        def _fail(self) -> list[list[float]]:
+            raise RuntimeError("worker died")
+
+    cache = CachedEmbeddings(Failing())
+    assert isinstance(cache.embed_ahead(["a"]).exception(timeout=5), RuntimeError)
+    assert cache.embed_documents(["a"]) == HashEmbedder().embed_batch(["a"])

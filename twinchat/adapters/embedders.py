@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import Future, InvalidStateError, wait
 from pathlib import Path
 
 from langchain_core.embeddings import Embeddings
@@ -62,6 +62,7 @@ class CachedEmbeddings(Embeddings):
         self.embedder = embedder
         self.cache_size = cache_size
         self._cache: OrderedDict[str, list[float]] = OrderedDict()
+        self._queued: dict[str, Future[None]] = {}  # texts embed_ahead queued that are not cached yet
         self._lock = threading.Lock()
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
@@ -69,48 +70,71 @@ class CachedEmbeddings(Embeddings):
         # vector this very call still needs (one cached long ago, at the old end of the LRU order).
         with self._lock:
             found = {t: self._cache[t] for t in texts if t in self._cache}
+            queued = {self._queued[t] for t in texts if t not in found and t in self._queued}
+        if queued:  # on the encoder already: waited for rather than encoded again (unless that fails)
+            wait(queued)
+            with self._lock:
+                found.update({t: self._cache[t] for t in texts if t not in found and t in self._cache})
         missing = list(dict.fromkeys(t for t in texts if t not in found))
         if missing:
             found.update(zip(missing, self.embedder.embed_batch(missing), strict=True))
-        self._keep(found)
+        with self._lock:
+            self._keep(found)
         return [found[t] for t in texts]
 
     def embed_ahead(self, texts: Sequence[str]) -> Future[None]:
-        """Start encoding the texts not cached yet (behind those started before, when the embedder queues
-        them: :meth:`Embedder.start_batch`); the future is done once their vectors are in the cache.
-        Cancelling it cancels what the encoder has not started."""
-        with self._lock:
-            missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        """Start encoding the texts neither cached nor queued yet (behind those started before, when the
+        embedder queues them: :meth:`Embedder.start_batch`); the future is done once their vectors are in the
+        cache. A text queued by an earlier call is left to it: :meth:`embed_documents` waits for it. Cancelling
+        the future cancels what the encoder has not started."""
         cached: Future[None] = Future()
+        with self._lock:
+            missing = list(dict.fromkeys(t for t in texts if t not in self._cache and t not in self._queued))
+            self._queued.update(dict.fromkeys(missing, cached))
         if not missing:
             cached.set_result(None)
             return cached
-        encoding = self.embedder.start_batch(missing)
 
         def keep(done: Future[list[list[float]]]) -> None:
+            vectors = None if done.cancelled() or done.exception() is not None else done.result()
+            with self._lock:
+                if vectors is not None:
+                    self._keep(dict(zip(missing, vectors, strict=True)))
+                self._unqueue(missing, cached)
             try:
                 if done.cancelled():
                     cached.cancel()
-                elif (error := done.exception()) is not None:
-                    cached.set_exception(error)
+                elif vectors is None:
+                    cached.set_exception(done.exception())
                 else:
-                    self._keep(dict(zip(missing, done.result(), strict=True)))
                     cached.set_result(None)
             except InvalidStateError:
                 pass  # cancelled meanwhile
 
+        try:
+            encoding = self.embedder.start_batch(missing)
+        except BaseException:
+            with self._lock:
+                self._unqueue(missing, cached)
+            raise
         cached.add_done_callback(lambda c: encoding.cancel() if c.cancelled() else None)
         encoding.add_done_callback(keep)
         return cached
 
+    def _unqueue(self, texts: list[str], by: Future[None]) -> None:
+        """These texts are no longer on the encoder for ``by`` (the lock held)."""
+        for text in texts:
+            if self._queued.get(text) is by:
+                del self._queued[text]
+
     def _keep(self, found: dict[str, list[float]]) -> None:
-        with self._lock:
-            for text in found:
-                self._cache[text] = found[text]
-                self._cache.move_to_end(text)
-            # A whole batch stays cached even above cache_size: each twin's store then finds its vectors.
-            while len(self._cache) > max(self.cache_size, len(found)):
-                self._cache.popitem(last=False)
+        """Cache these vectors (the lock held)."""
+        for text in found:
+            self._cache[text] = found[text]
+            self._cache.move_to_end(text)
+        # A whole batch stays cached even above cache_size: each twin's store then finds its vectors.
+        while len(self._cache) > max(self.cache_size, len(found)):
+            self._cache.popitem(last=False)
 
     def forget(self, texts: Sequence[str]) -> None:
         """Drop these texts and their vectors from the cache (an erased customer's history)."""

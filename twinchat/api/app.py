@@ -37,6 +37,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.service = service or TwinService.from_settings(settings)
+    app.state.service.open_store()  # a store it cannot open (a server down, another layout) stops the start
     if warm:
         threading.Thread(target=_warm, args=(app.state.service,), name="twinchat-warm", daemon=True).start()
 
