@@ -88,16 +88,19 @@ def test_texts_encoded_ahead_are_in_the_cache_when_the_future_is_done_and_not_en
     assert cache.embed_ahead(["a"]).result(timeout=0) is None  # all cached: done at once
 
 
+class QueueFails(HashEmbedder):
+    """Encodes at once when asked to, but every batch queued on it fails."""
+
+    def start_batch(self, texts: Sequence[str]) -> Future[list[list[float]]]:
+        return settled(self._fail)
+
+    def _fail(self) -> list[list[float]]:
+        raise RuntimeError("model file unreadable")
+
+
 def test_an_encoder_failure_reaches_the_writer_that_waits_for_the_vectors() -> None:
-    class Broken(HashEmbedder):
-        def start_batch(self, texts: Sequence[str]) -> Future[list[list[float]]]:
-            return settled(self._fail)
-
-        def _fail(self) -> list[list[float]]:
-            raise RuntimeError("model file unreadable")
-
     with pytest.raises(RuntimeError, match="model file unreadable"):
-        CachedEmbeddings(Broken()).embed_ahead(["a"]).result(timeout=5)
+        CachedEmbeddings(QueueFails()).embed_ahead(["a"]).result(timeout=5)
 
 
 def test_an_embedder_without_a_queue_encodes_at_once_on_the_callers_thread() -> None:
@@ -136,13 +139,6 @@ def test_a_text_queued_by_an_earlier_call_is_encoded_once_and_a_writer_waits_for
 
 
 def test_a_text_whose_queued_encoding_failed_is_encoded_by_the_writer() -> None:
-    class Failing(HashEmbedder):
-        def start_batch(self, texts: Sequence[str]) -> Future[list[list[float]]]:
-            return settled(self._fail)
-
-        def _fail(self) -> list[list[float]]:
-            raise RuntimeError("worker died")
-
-    cache = CachedEmbeddings(Failing())
+    cache = CachedEmbeddings(QueueFails())
     assert isinstance(cache.embed_ahead(["a"]).exception(timeout=5), RuntimeError)
     assert cache.embed_documents(["a"]) == HashEmbedder().embed_batch(["a"])
