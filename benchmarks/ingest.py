@@ -306,7 +306,7 @@ def _pipeline(data: Path, per: str, embedder: Any, settings: Any, progress: bool
     open_store, timed = service.open_store, []
 
     def timed_store() -> Any:
-        """The store the import opens (on its encoding thread, as the file is read), its writes and reads timed."""
+        """The store the import opens (while its first batch encodes), its writes and reads timed."""
         store = open_store()
         if not timed:
             store.add_many = chroma.wrap(store.add_many)  # type: ignore[method-assign]

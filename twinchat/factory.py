@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from twinchat.config import Settings
 from twinchat.ports import ChatModel, Embedder, KeyStore, MemoryStore, TokenCounter, TwinRegistry
+
+if TYPE_CHECKING:
+    from twinchat.adapters.embedders import CachedEmbeddings
 
 
 def make_embedder(settings: Settings) -> Embedder:
@@ -25,12 +30,21 @@ def make_embedder(settings: Settings) -> Embedder:
     )
 
 
-def make_store(settings: Settings, embedder: Embedder) -> MemoryStore:
-    from twinchat.adapters.chroma_store import ChromaMemoryStore, ShardedChromaMemoryStore, resolve_layout
+def make_embeddings(settings: Settings, embedder: Embedder) -> CachedEmbeddings:
+    """The embedder as LangChain's Embeddings, keeping the vectors of recent texts (a store reads them there)."""
     from twinchat.adapters.embedders import CachedEmbeddings
 
+    return CachedEmbeddings(embedder, cache_size=4 * settings.batch_size)
+
+
+def make_store(
+    settings: Settings, embedder: Embedder, *, embeddings: CachedEmbeddings | None = None
+) -> MemoryStore:
+    """The configured store; ``embeddings``: the cache it reads vectors from (a new one by default)."""
+    from twinchat.adapters.chroma_store import ChromaMemoryStore, ShardedChromaMemoryStore, resolve_layout
+
     client = make_store_client(settings)
-    embeddings = CachedEmbeddings(embedder, cache_size=4 * settings.batch_size)
+    embeddings = embeddings or make_embeddings(settings, embedder)
     layout, shards = resolve_layout(client, settings.store_layout, settings.store_shards)
     if layout == "sharded":
         return ShardedChromaMemoryStore(client, embeddings, shards=shards)

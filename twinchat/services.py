@@ -183,9 +183,11 @@ class TwinService:
         counter: TokenCounter,
         chat_model: ChatModel | Callable[[], ChatModel],
         keys: KeyStore | None = None,
+        embed_ahead: Callable[[Sequence[str]], Future[None]] | None = None,
     ) -> None:
-        """``store``: the store, or how to open it on first use (commands that read only the registry never
-        import Chroma)."""
+        """``store``: the store, or how to open it on first use; ``embed_ahead``: how an import encodes a batch
+        before the store is open (:meth:`MemoryStore.embed_ahead` of the store's own embeddings; by default the
+        store's, opening it)."""
         self.settings = settings
         self._store = store
         self._store_lock = threading.Lock()
@@ -193,15 +195,17 @@ class TwinService:
         self.counter = counter
         self._chat_model = chat_model
         self._keys = keys
+        self._embed_texts_ahead = embed_ahead
 
     @property
     def store(self) -> MemoryStore:
-        """The memory store, opened on first use."""
+        """The memory store, opened on first use: an import reads its file and starts encoding meanwhile."""
         return self.open_store()
 
     @store.setter
     def store(self, store: MemoryStore) -> None:
         self._store = store
+        self._embed_texts_ahead = None
 
     def open_store(self) -> MemoryStore:
         """Open the store now, rather than on first use: a server fails at its start on a store it cannot open."""
@@ -216,9 +220,13 @@ class TwinService:
         from twinchat import factory
 
         embedder = embedder or factory.make_embedder(settings)
+        # The store opens on first use (importing Chroma takes a second): an import encodes its first batch
+        # into the embeddings' cache meanwhile, which the store then reads.
+        embeddings = factory.make_embeddings(settings, embedder)
         return cls(
             settings,
-            store=lambda: factory.make_store(settings, embedder),
+            store=lambda: factory.make_store(settings, embedder, embeddings=embeddings),
+            embed_ahead=embeddings.embed_ahead,
             registry=factory.make_registry(settings),
             counter=factory.make_token_counter(),
             chat_model=lambda: factory.make_chat_model(settings),
@@ -299,9 +307,14 @@ class TwinService:
             try:
                 previous: list[tuple[RawRecord, Event]] | None = None
                 for batch in batches:
-                    # The first batch's job opens the store, on the encoding thread, while this one reads on.
                     queued.append(encoder.submit(self._embed_ahead, batch))
-                    if previous is not None:
+                    if previous is None:
+                        # The store opens once the first batch is on the encoder (its model loaded: importing
+                        # both at once from two threads can break numpy's), while it encodes; a store that
+                        # cannot open fails the import now.
+                        queued[-1].result()
+                        self.open_store()
+                    else:
                         queued[-2].result().result()
                         self._store_batch(previous, panel, report, audit_as, synthetic)
                     previous = batch
@@ -351,13 +364,19 @@ class TwinService:
         """Queue the batch's texts that the store does not hold yet on the encoder (a re-run encodes nothing);
         the future is done when their vectors are ready. Only a forecast: :meth:`_store_batch` decides what is
         new once the batches before it are written.
+
+        Only the twins the registry knows are looked for in the store, so that a first import's first batch
+        encodes before the store has opened. A run killed between its store write and its registry write left
+        events of unknown twins stored: their batch is encoded again when the run is, and not stored twice.
         """
         ids: dict[str, list[str]] = {}
         for _, event in batch:
             ids.setdefault(event.customer_id, []).append(event.event_id)
-        stored = self.store.stored_texts_many(ids)
-        new = list(dict.fromkeys(e.text for _, e in batch if e.event_id not in stored[e.customer_id]))
-        return self.store.embed_ahead(new)
+        known = self.registry.get_many(list(ids))
+        ids = {t: e for t, e in ids.items() if known[t] is not None}
+        stored = self.store.stored_texts_many(ids) if ids else {}
+        new = list(dict.fromkeys(e.text for _, e in batch if e.event_id not in stored.get(e.customer_id, {})))
+        return (self._embed_texts_ahead or self.store.embed_ahead)(new)
 
     def _store_batch(
         self,

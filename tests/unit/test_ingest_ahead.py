@@ -111,22 +111,56 @@ def test_an_error_while_writing_cancels_the_encoding_queued_for_the_batches_afte
     assert len(ahead) == 2 and ahead[1].cancelled()
 
 
-def test_a_store_that_cannot_open_fails_the_import_and_leaves_nothing_behind(tmp_path: Path) -> None:
-    # The store opens on first use, in the import's first encoding job: its error reaches the caller.
+def lazily(base: TwinService, open_store: object, embed_ahead: object) -> TwinService:
+    """``base``'s service with its store opened by ``open_store`` on first use, and ``embed_ahead`` encoding."""
+    return TwinService(
+        base.settings,
+        store=open_store,  # type: ignore[arg-type]
+        registry=base.registry,
+        counter=base.counter,
+        chat_model=FakeChatModel(),
+        embed_ahead=embed_ahead,  # type: ignore[arg-type]
+    )
+
+
+def test_a_first_import_queues_its_first_batch_before_the_store_opens(tmp_path: Path) -> None:
+    # Opening a store (importing Chroma, starting its client) takes a second, in which the encoder would wait.
     base = fake_service(tmp_path, batch_size=4)
+    order: list[str] = []
+    first_queued = threading.Event()
+
+    def open_store() -> MemoryStore:
+        order.append("store opens" if first_queued.wait(10) else "store opened with nothing queued")
+        return base.store
+
+    def embed_ahead(texts: Sequence[str]) -> Future[None]:
+        order.append(f"queued {len(texts)}")
+        first_queued.set()
+        return base.store.embed_ahead(texts)
+
+    service = lazily(base, open_store, embed_ahead)
+    assert service.ingest_records(rows(10)).stored == 10
+    assert order == ["queued 4", "store opens", "queued 4", "queued 2"]
+
+    order.clear()
+    again = service.ingest_records(rows(10))  # the twins are known now: the store is asked, nothing encoded
+    assert again.duplicates == 10 and order == ["queued 0", "queued 0", "queued 0"]
+
+
+def test_a_store_that_cannot_open_fails_the_import_at_once_and_cancels_its_encoding(tmp_path: Path) -> None:
+    queued: list[Future[None]] = []
+
+    def embed_ahead(texts: Sequence[str]) -> Future[None]:
+        queued.append(Future())  # never done: the import must not wait for it
+        return queued[-1]
 
     def cannot_open() -> MemoryStore:
         raise ConnectionError("no Chroma server at 127.0.0.1:9")
 
-    service = TwinService(
-        base.settings,
-        store=cannot_open,
-        registry=base.registry,
-        counter=base.counter,
-        chat_model=FakeChatModel(),
-    )
+    service = lazily(fake_service(tmp_path, batch_size=4), cannot_open, embed_ahead)
     with pytest.raises(ConnectionError, match="127.0.0.1:9"):
         service.ingest_records(rows(12))
+    assert queued and all(f.cancelled() for f in queued)
     assert service.registry.list_twins() == []
 
 
