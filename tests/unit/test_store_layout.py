@@ -140,6 +140,20 @@ def test_the_open_stores_are_bounded(tmp_path: Path) -> None:
     assert [store.count(f"C-{i}") for i in range(6)] == [1] * 6  # reopened when needed
 
 
+def test_opening_a_collection_reuses_the_clients_settings(tmp_path: Path, monkeypatch) -> None:
+    # LangChain otherwise builds Chroma's settings from the environment for each collection it opens.
+    import langchain_chroma.vectorstores
+
+    def built(*args: object, **kwargs: object) -> None:
+        raise AssertionError("Chroma's settings built again for a collection")
+
+    store = ChromaMemoryStore(make_client(f"chroma:{tmp_path}"), embeddings(), max_open=2)
+    monkeypatch.setattr(langchain_chroma.vectorstores, "Settings", built)
+    for i in range(4):
+        store.add(f"C-{i}", [Event(f"C-{i}", f"bought mug {i}", f"e{i}")])
+    assert [store.count(f"C-{i}") for i in range(4)] == [1] * 4
+
+
 def test_an_embedded_store_keeps_a_bounded_number_of_collections_loaded(tmp_path: Path) -> None:
     # chromadb 1.5.9 ignores chroma_memory_limit_bytes; its HNSW cache holds a count of collections.
     client = make_client(f"chroma:{tmp_path}", memory_mib=100)
